@@ -1,0 +1,1 @@
+"""Application services: validate, load aggregates, decide, append, wait for the read models."""

@@ -1,0 +1,74 @@
+"""How every command runs: decided in a worker thread, appended, then read-your-writes.
+
+A decision loads aggregates from the log, calls their methods and hands back
+what to save. Two writers can decide on the same aggregate at once; the log
+stores only the first, and the other is decided again on fresh state (where it
+usually turns into a clean 409, or succeeds if the two did not really clash).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from eventsourcing.persistence import RecordConflictError
+
+from domain.base import Aggregate
+from domain.errors import Conflict
+from infra.eventlog import EventLog
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who asked, and under which request: recorded in every event's metadata."""
+
+    actor: str = "anonymous"
+    request_id: str = ""
+
+    def metadata(self) -> dict[str, Any]:
+        return {"actor": self.actor, "request_id": self.request_id, "correlation_id": self.request_id}
+
+
+SYSTEM = CommandContext(actor="system", request_id="startup")
+
+
+@dataclass(frozen=True)
+class Decision(Generic[T]):
+    result: T
+    save: Sequence[Aggregate]
+
+
+Decide = Callable[[EventLog], Decision[T]]
+
+
+class CommandRunner:
+    def __init__(
+        self,
+        log: EventLog,
+        run_blocking: Callable[..., Awaitable[Any]],
+        wait_for: Callable[[int | None], Awaitable[None]],
+        attempts: int = 5,
+    ) -> None:
+        self._log = log
+        self._run_blocking = run_blocking
+        self._wait_for = wait_for
+        self._attempts = attempts
+
+    async def run(self, decide: Decide[T], context: CommandContext) -> T:
+        result, position = await self._run_blocking(self.run_blocking, decide, context)
+        await self._wait_for(position)
+        return result
+
+    def run_blocking(self, decide: Decide[T], context: CommandContext) -> tuple[T, int | None]:
+        """Decide and append, deciding again when another writer got there first."""
+        for _ in range(self._attempts):
+            decision = decide(self._log)
+            try:
+                position = self._log.save(*decision.save, metadata=context.metadata())
+            except RecordConflictError:
+                continue
+            return decision.result, position
+        raise Conflict("the entity was changed concurrently too often; try again")

@@ -1,0 +1,313 @@
+"""Commands of the catalog: backends, declared models, affinity groups and memberships."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from commands.base import SYSTEM, CommandContext, CommandRunner, Decision
+from domain.backends import Backend
+from domain.errors import Conflict, Forbidden, NotFound
+from domain.groups import INTERNAL_GROUPS, AffinityGroup, InternalGroup
+from domain.models import Model, ModelSpec
+from domain.uniqueness import UniqueValue
+from infra.eventlog import EventLog
+
+BACKEND_NAME = "backend.name"
+BACKEND_URL = "backend.baseUrl"
+MODEL_NAME = "model.name"
+GROUP_NAME = "group.name"
+
+
+class Memberships(Protocol):
+    """Which groups hold a backend or a model (read side; used to cascade deletions)."""
+
+    def groups_of_backend(self, backend_id: str) -> Sequence[str]: ...
+
+    def groups_of_model(self, model_id: str) -> Sequence[str]: ...
+
+
+@dataclass(frozen=True)
+class DefaultModel:
+    name: str
+    context_length: int
+
+
+def _claim(log: EventLog, scope: str, value: str, owner: str, description: str) -> UniqueValue:
+    claim = log.get(UniqueValue, UniqueValue.key_for(scope, value))
+    if claim is None:
+        return UniqueValue.claim_new(scope, value, owner)
+    claim.claim(owner, description)
+    return claim
+
+
+def _released(log: EventLog, scope: str, value: str, owner: str) -> list[UniqueValue]:
+    """The claim of ``value`` given up by ``owner`` (to save), if there is one."""
+    claim = log.get(UniqueValue, UniqueValue.key_for(scope, value))
+    if claim is None:
+        return []
+    claim.release(owner)
+    return [claim]
+
+
+def _owner(log: EventLog, scope: str, value: str) -> str | None:
+    claim = log.get(UniqueValue, UniqueValue.key_for(scope, value))
+    return claim.owner if claim is not None and claim.owner else None
+
+
+def _existing(log: EventLog, cls, key: str):
+    aggregate = log.get(cls, key)
+    if aggregate is None:
+        raise NotFound("libdb: not found")
+    aggregate.ensure_exists()
+    return aggregate
+
+
+def _rename(
+    log: EventLog, scope: str, old: str, new: str, owner: str, description: str
+) -> list[UniqueValue]:
+    """Claims to save when ``owner`` changes a unique value from ``old`` to ``new``."""
+    if old == new:
+        return []
+    return [_claim(log, scope, new, owner, description), *_released(log, scope, old, owner)]
+
+
+class CatalogCommands:
+    def __init__(
+        self,
+        runner: CommandRunner,
+        memberships: Memberships,
+        protected_model: str,
+        new_id=lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._runner = runner
+        self._memberships = memberships
+        self._protected_model = protected_model  # the embedding model cannot be deleted
+        self._new_id = new_id
+
+    # -- backends ------------------------------------------------------------
+
+    async def create_backend(self, name: str, base_url: str, type: str, ctx: CommandContext) -> str:
+        def decide(log: EventLog) -> Decision[str]:
+            backend_id = self._new_id()
+            backend = Backend.create(backend_id, name, base_url, type)
+            return Decision(
+                backend_id,
+                [
+                    backend,
+                    _claim(log, BACKEND_NAME, name, backend_id, f"backend name '{name}'"),
+                    _claim(log, BACKEND_URL, base_url, backend_id, f"backend baseUrl '{base_url}'"),
+                ],
+            )
+
+        return await self._runner.run(decide, ctx)
+
+    async def update_backend(self, backend_id: str, name: str, base_url: str, type: str, ctx: CommandContext) -> None:
+        def decide(log: EventLog) -> Decision[None]:
+            backend: Backend = _existing(log, Backend, backend_id)
+            old_name, old_url = backend.name, backend.base_url
+            backend.update(name, base_url, type)
+            return Decision(
+                None,
+                [
+                    backend,
+                    *_rename(log, BACKEND_NAME, old_name, name, backend_id, f"backend name '{name}'"),
+                    *_rename(log, BACKEND_URL, old_url, base_url, backend_id, f"backend baseUrl '{base_url}'"),
+                ],
+            )
+
+        await self._runner.run(decide, ctx)
+
+    async def delete_backend(self, backend_id: str, ctx: CommandContext) -> None:
+        def decide(log: EventLog) -> Decision[None]:
+            backend: Backend = _existing(log, Backend, backend_id)
+            groups = [_existing_or_none(log, AffinityGroup, g) for g in self._memberships.groups_of_backend(backend_id)]
+            for group in groups:
+                if group is not None and backend_id in group.backend_ids:
+                    group.remove_backend(backend_id)
+            backend.delete()
+            return Decision(
+                None,
+                [
+                    *[g for g in groups if g is not None],
+                    backend,
+                    *_released(log, BACKEND_NAME, backend.name, backend_id),
+                    *_released(log, BACKEND_URL, backend.base_url, backend_id),
+                ],
+            )
+
+        await self._runner.run(decide, ctx)
+
+    # -- models --------------------------------------------------------------
+
+    async def declare_model(self, spec: ModelSpec, ctx: CommandContext) -> str:
+        """Declare a model; its id is its name."""
+
+        def decide(log: EventLog) -> Decision[str]:
+            spec.validate()
+            model_id = spec.model
+            claim = _claim(log, MODEL_NAME, spec.model, model_id, f"model '{spec.model}'")
+            model = log.get(Model, model_id)
+            if model is None:
+                model = Model.declare(model_id, spec)
+            else:
+                model.redeclare(spec)
+            return Decision(model_id, [model, claim])
+
+        return await self._runner.run(decide, ctx)
+
+    async def update_model(self, model_id: str, spec: ModelSpec, ctx: CommandContext) -> None:
+        def decide(log: EventLog) -> Decision[None]:
+            model: Model = _existing(log, Model, model_id)
+            old_name = model.model
+            model.update(spec)
+            return Decision(
+                None, [model, *_rename(log, MODEL_NAME, old_name, spec.model, model_id, f"model '{spec.model}'")]
+            )
+
+        await self._runner.run(decide, ctx)
+
+    async def delete_model(self, name: str, ctx: CommandContext) -> None:
+        """Delete the model with this *name* (the contract addresses models by name here)."""
+
+        def decide(log: EventLog) -> Decision[None]:
+            if name == self._protected_model:
+                raise Forbidden("serverops: immutable model")
+            model_id = _owner(log, MODEL_NAME, name)
+            if model_id is None:
+                raise NotFound("libdb: not found")
+            model: Model = _existing(log, Model, model_id)
+            groups = [_existing_or_none(log, AffinityGroup, g) for g in self._memberships.groups_of_model(model_id)]
+            for group in groups:
+                if group is not None and model_id in group.model_ids:
+                    group.remove_model(model_id, cascade=True)
+            model.delete()
+            return Decision(
+                None,
+                [*[g for g in groups if g is not None], model, *_released(log, MODEL_NAME, name, model_id)],
+            )
+
+        await self._runner.run(decide, ctx)
+
+    # -- groups --------------------------------------------------------------
+
+    async def create_group(self, name: str, purpose_type: str, ctx: CommandContext) -> str:
+        def decide(log: EventLog) -> Decision[str]:
+            group_id = self._new_id()
+            group = AffinityGroup.create(group_id, name, purpose_type)
+            return Decision(group_id, [group, _claim(log, GROUP_NAME, name, group_id, f"group name '{name}'")])
+
+        return await self._runner.run(decide, ctx)
+
+    async def update_group(self, group_id: str, name: str, purpose_type: str, ctx: CommandContext) -> None:
+        def decide(log: EventLog) -> Decision[None]:
+            group: AffinityGroup = _existing(log, AffinityGroup, group_id)
+            old_name = group.name
+            group.update(name, purpose_type)
+            return Decision(
+                None, [group, *_rename(log, GROUP_NAME, old_name, name, group_id, f"group name '{name}'")]
+            )
+
+        await self._runner.run(decide, ctx)
+
+    async def delete_group(self, group_id: str, ctx: CommandContext) -> None:
+        def decide(log: EventLog) -> Decision[None]:
+            group: AffinityGroup = _existing(log, AffinityGroup, group_id)
+            group.delete()
+            return Decision(None, [group, *_released(log, GROUP_NAME, group.name, group_id)])
+
+        await self._runner.run(decide, ctx)
+
+    async def assign_backend(self, group_id: str, backend_id: str, ctx: CommandContext) -> None:
+        def decide(log: EventLog) -> Decision[None]:
+            group = _referenced(log, AffinityGroup, group_id, "group")
+            _referenced(log, Backend, backend_id, "backend")
+            group.assign_backend(backend_id)
+            return Decision(None, [group])
+
+        await self._runner.run(decide, ctx)
+
+    async def remove_backend(self, group_id: str, backend_id: str, ctx: CommandContext) -> None:
+        def decide(log: EventLog) -> Decision[None]:
+            group: AffinityGroup = _existing(log, AffinityGroup, group_id)
+            group.remove_backend(backend_id)
+            return Decision(None, [group])
+
+        await self._runner.run(decide, ctx)
+
+    async def assign_model(self, group_id: str, model_id: str, ctx: CommandContext) -> None:
+        def decide(log: EventLog) -> Decision[None]:
+            group = _referenced(log, AffinityGroup, group_id, "group")
+            _referenced(log, Model, model_id, "model")
+            group.assign_model(model_id)
+            return Decision(None, [group])
+
+        await self._runner.run(decide, ctx)
+
+    async def remove_model(self, group_id: str, model_id: str, ctx: CommandContext) -> None:
+        def decide(log: EventLog) -> Decision[None]:
+            group: AffinityGroup = _existing(log, AffinityGroup, group_id)
+            group.remove_model(model_id)
+            return Decision(None, [group])
+
+        await self._runner.run(decide, ctx)
+
+    # -- start-up ------------------------------------------------------------
+
+    async def seed_internal_groups(self, defaults: dict[str, DefaultModel], tenancy: uuid.UUID) -> None:
+        """Create the internal groups and their default models, unless they exist (idempotent).
+
+        ``defaults`` maps an internal group id to the model it is seeded with.
+        Each group is seeded in its own transaction, in the order of INTERNAL_GROUPS.
+        """
+        for internal in INTERNAL_GROUPS:
+            default = defaults[internal.group_id]
+            await self._runner.run(lambda log, i=internal, d=default: _seed(log, i, d, tenancy), SYSTEM)
+
+
+def _seed(log: EventLog, internal: InternalGroup, default: DefaultModel, tenancy: uuid.UUID) -> Decision[None]:
+    save: list = []
+    group = log.get(AffinityGroup, internal.group_id)
+    if group is None or group.deleted:
+        if group is None:
+            group = AffinityGroup.create(internal.group_id, internal.name, internal.purpose_type)
+        else:
+            group.recreate(internal.name, internal.purpose_type)
+        save += [group, _claim(log, GROUP_NAME, internal.name, internal.group_id, f"group name '{internal.name}'")]
+
+    model_id = _owner(log, MODEL_NAME, default.name)
+    if model_id is None:
+        model_id = str(uuid.uuid5(tenancy, default.name))
+        spec = ModelSpec(default.name, default.context_length, **{internal.capability: True})
+        model = log.get(Model, model_id)
+        if model is None:
+            model = Model.declare(model_id, spec)
+        else:
+            model.redeclare(spec)
+        save += [model, _claim(log, MODEL_NAME, default.name, model_id, f"model '{default.name}'")]
+    else:
+        model = _existing(log, Model, model_id)
+        model.require(default.context_length, internal.capability)
+        save.append(model)
+
+    if model_id not in group.model_ids:
+        group.assign_model(model_id)
+    if group not in save:
+        save.append(group)
+    return Decision(None, save)
+
+
+def _existing_or_none(log: EventLog, cls, key: str):
+    aggregate = log.get(cls, key)
+    return None if aggregate is None or aggregate.deleted else aggregate
+
+
+def _referenced(log: EventLog, cls, key: str, what: str):
+    """An aggregate named by an assignment: a missing one is a dangling reference (409)."""
+    aggregate = _existing_or_none(log, cls, key)
+    if aggregate is None:
+        raise Conflict(f"libdb: foreign key violation: {what} {key} does not exist")
+    return aggregate
+

@@ -1,0 +1,33 @@
+"""Why a command was refused, in the domain's own words.
+
+The web layer maps each class to an HTTP status; the domain never speaks HTTP.
+"""
+
+
+class DomainError(Exception):
+    """A command was refused; ``message`` is what the client reads."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class NotFound(DomainError):
+    """The addressed entity does not exist."""
+
+
+class Conflict(DomainError):
+    """The change collides with existing state (a duplicate, a dangling reference)."""
+
+
+class Forbidden(DomainError):
+    """The entity exists but may not be changed this way (immutable entities)."""
+
+
+class BadRequest(DomainError):
+    """The request is malformed or misses something it must carry."""
+
+
+class Unprocessable(DomainError):
+    """The request is well-formed but its values cannot be accepted."""

@@ -1,0 +1,1 @@
+"""Adapters: the event log, read store, settings, CLI and other I/O."""

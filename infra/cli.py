@@ -1,0 +1,95 @@
+"""The ``chainloom`` command: ``serve``, ``projections rebuild|list``.
+
+This is an entry point, like ``web``: it imports the outer layers lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from infra.settings import Settings
+
+
+def _configure_logging(level: str) -> None:
+    from web.middleware import RequestIdLogFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdLogFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from web.app import create_app
+
+    if args.host:
+        settings.host = args.host
+    if args.port:
+        settings.port = args.port
+    _configure_logging(settings.log_level)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log_format='%a "%r" %s %b %Tfs rid=%{X-Request-ID}o',
+        print=lambda message: logging.getLogger("chainloom").info(message.strip()),
+    )
+    return 0
+
+
+def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from projections.rebuild import rebuild
+
+    bar = tqdm(unit="event", desc="rebuilding " + (", ".join(args.names) or "all read models"))
+
+    def progress(position: int, head: int) -> None:
+        bar.total = head
+        bar.update(position - bar.n)
+
+    try:
+        position = rebuild(settings, args.names or None, progress)
+    except ValueError as error:
+        bar.close()
+        print(f"chainloom: {error}", file=sys.stderr)
+        return 2
+    bar.close()
+    print(f"rebuilt up to position {position}")
+    return 0
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    from projections.rebuild import projector_names
+
+    print("\n".join(projector_names()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chainloom", description="Event-sourced LLM runtime.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP API (SQLite in CHAINLOOM_DATA_DIR by default)")
+    serve.add_argument("--host", help="listen address (default: CHAINLOOM_HOST)")
+    serve.add_argument("--port", type=int, help="listen port (default: CHAINLOOM_PORT, 8081)")
+    serve.set_defaults(run=_serve)
+
+    projections = commands.add_parser("projections", help="manage read models")
+    projection_commands = projections.add_subparsers(dest="projection_command", required=True)
+    rebuild = projection_commands.add_parser("rebuild", help="drop read models and rebuild them from position 0")
+    rebuild.add_argument("names", nargs="*", metavar="NAME", help="projections to rebuild (default: all)")
+    rebuild.set_defaults(run=_rebuild)
+    listing = projection_commands.add_parser("list", help="list the projections")
+    listing.set_defaults(run=_list)
+
+    args = parser.parse_args(argv)
+    return args.run(args, Settings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The log: one event store, one global order (``nid``), on SQLite or PostgreSQL.
+
+Built from the ``eventsourcing`` library's recorders; which database is used is
+configuration (``PERSISTENCE_MODULE`` in the factory environment), nothing above
+this module knows. All methods block: call them from a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    EventStore,
+    InfrastructureFactory,
+    StoredEvent,
+)
+from eventsourcing.utils import Environment
+
+from domain.base import Aggregate
+from infra.envelope import EnvelopeMapper
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class EventLog:
+    def __init__(self, env: Mapping[str, str], mapper: EnvelopeMapper | None = None) -> None:
+        self.factory = InfrastructureFactory.construct(Environment(env=dict(env)))
+        self.recorder: ApplicationRecorder = self.factory.application_recorder()
+        self.mapper = mapper or EnvelopeMapper()
+        self._repository = Repository(event_store=EventStore(mapper=self.mapper, recorder=self.recorder))
+
+    def get(self, aggregate_class: type[A], key: str) -> A | None:
+        """The aggregate as its events tell it, or None if it never existed."""
+        try:
+            aggregate = self._repository.get(aggregate_class.stream_id(key))
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(aggregate, aggregate_class), aggregate
+        return aggregate
+
+    def save(self, *aggregates: Aggregate, metadata: Mapping[str, Any] | None = None) -> int | None:
+        """Append the pending events of all aggregates in one transaction.
+
+        Returns the highest position written, or None when nothing was pending.
+        Raises the library's ``IntegrityError`` when another writer got there first.
+        """
+        stored = [
+            self.mapper.to_stored_event(event, metadata)
+            for aggregate in aggregates
+            for event in aggregate.collect_events()
+        ]
+        return self.append(stored)
+
+    def append(self, stored_events: Sequence[StoredEvent]) -> int | None:
+        if not stored_events:
+            return None
+        positions = self.recorder.insert_events(stored_events)
+        return max(positions) if positions else self.head()
+
+    def read(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """Public events with ``nid`` > ``after``, in log order."""
+        notifications = self.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
+        return [self.mapper.to_public(n) for n in notifications]
+
+    def head(self) -> int:
+        """The position of the last event in the log (0 when empty)."""
+        return self.recorder.max_notification_id() or 0
+
+    def close(self) -> None:
+        self.factory.close()

@@ -1,0 +1,110 @@
+"""The one settings object: every knob of chainloom, read from the environment.
+
+Variables carry the ``CHAINLOOM_`` prefix; the reference runtime's own names
+(``TOKEN``, ``PORT``, ``DATABASE_URL``, ``EMBED_MODEL`` …) are honoured too so
+that a deployment of the reference moves over without edits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str, *reference_names: str) -> AliasChoices:
+    return AliasChoices(f"CHAINLOOM_{name}", *reference_names)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+
+    host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
+    port: int = Field(8081, validation_alias=_env("PORT", "PORT"))
+    data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
+    database_url: str = Field("", validation_alias=_env("DATABASE_URL", "DATABASE_URL"))
+    api_token: str = Field("", validation_alias=_env("API_TOKEN", "TOKEN"))
+
+    embed_model: str = Field("nomic-embed-text:latest", validation_alias=_env("EMBED_MODEL", "EMBED_MODEL"))
+    embed_provider: str = Field("ollama", validation_alias=_env("EMBED_PROVIDER", "EMBED_PROVIDER"))
+    embed_model_context_length: int = Field(
+        2048, validation_alias=_env("EMBED_MODEL_CONTEXT_LENGTH", "EMBED_MODEL_CONTEXT_LENGTH")
+    )
+    task_model: str = Field("phi3:3.8b", validation_alias=_env("TASK_MODEL", "TASK_MODEL"))
+    task_provider: str = Field("ollama", validation_alias=_env("TASK_PROVIDER", "TASK_PROVIDER"))
+    task_model_context_length: int = Field(
+        2048, validation_alias=_env("TASK_MODEL_CONTEXT_LENGTH", "TASK_MODEL_CONTEXT_LENGTH")
+    )
+    chat_model: str = Field("phi3:3.8b", validation_alias=_env("CHAT_MODEL", "CHAT_MODEL"))
+    chat_provider: str = Field("ollama", validation_alias=_env("CHAT_PROVIDER", "CHAT_PROVIDER"))
+    chat_model_context_length: int = Field(
+        2048, validation_alias=_env("CHAT_MODEL_CONTEXT_LENGTH", "CHAT_MODEL_CONTEXT_LENGTH")
+    )
+    # Namespace of the deterministic (UUIDv5) ids of models seeded at start-up.
+    tenancy: uuid.UUID = Field(
+        uuid.UUID("96ed1c59-ffc1-4545-b3c3-191079c68d79"), validation_alias=_env("TENANCY", "TENANCY")
+    )
+
+    # How long a command waits for the read models to reach its write (read-your-writes).
+    projection_timeout: float = Field(5.0, gt=0, validation_alias=_env("PROJECTION_TIMEOUT"))
+    max_body_bytes: int = Field(100 * 1024 * 1024, gt=0, validation_alias=_env("MAX_BODY_BYTES"))
+    db_threads: int = Field(8, ge=1, validation_alias=_env("DB_THREADS"))
+    postgres_pool_size: int = Field(10, ge=1, validation_alias=_env("POSTGRES_POOL_SIZE"))
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+
+    @field_validator("embed_model", "task_model", "chat_model")
+    @classmethod
+    def _model_name_present(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a default model name must not be empty")
+        return value
+
+    @field_validator("embed_model_context_length", "task_model_context_length", "chat_model_context_length")
+    @classmethod
+    def _positive_context(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("a default context length must be greater than 0")
+        return value
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url.startswith(("postgres://", "postgresql://"))
+
+    def event_store_env(self) -> dict[str, str]:
+        """Environment for the eventsourcing library's infrastructure factory (the log)."""
+        if self.uses_postgres:
+            return self._postgres_env()
+        return self._sqlite_env(self.data_dir / "events.sqlite")
+
+    def read_store_env(self) -> dict[str, str]:
+        """Environment for the read models' store: the same PostgreSQL, or a second SQLite file."""
+        if self.uses_postgres:
+            return self._postgres_env()
+        return self._sqlite_env(self.data_dir / "views.sqlite")
+
+    def _sqlite_env(self, path: Path) -> dict[str, str]:
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(path),
+            "SQLITE_LOCK_TIMEOUT": "10",
+            "ORIGINATOR_ID_TYPE": "text",
+        }
+
+    def _postgres_env(self) -> dict[str, str]:
+        url = urlsplit(self.database_url)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": url.path.lstrip("/") or "chainloom",
+            "POSTGRES_HOST": unquote(url.hostname or "localhost"),
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": unquote(url.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(url.password or ""),
+            "POSTGRES_POOL_SIZE": str(self.postgres_pool_size),
+            "POSTGRES_MAX_OVERFLOW": "5",
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_LOCK_TIMEOUT": "10",
+            "ORIGINATOR_ID_TYPE": "text",
+        }

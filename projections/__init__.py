@@ -1,0 +1,1 @@
+"""Projectors (event → read-model rows) and the runner that keeps them current."""

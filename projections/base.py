@@ -1,0 +1,60 @@
+"""What a projector is: named tables, and one handler per event type it reads.
+
+Projectors read public event envelopes (the same JSON the Kafka relay
+publishes), so the same code serves the embedded runner and Kafka workers.
+They never decide anything: they record what the events say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from infra.readstore import SqlCursor
+
+Event = dict[str, Any]
+Handler = Callable[[Any, SqlCursor, Event], None]
+
+
+def on(*event_types: str) -> Callable[[Handler], Handler]:
+    """Mark a projector method as the handler of the given event types."""
+
+    def mark(handler: Handler) -> Handler:
+        handler.__handles__ = event_types  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+class Projector:
+    name: ClassVar[str]
+    # Statements creating the tables and indexes (idempotent: IF NOT EXISTS).
+    schema: ClassVar[tuple[str, ...]]
+    # Tables dropped on rebuild.
+    tables: ClassVar[tuple[str, ...]]
+    _handlers: ClassVar[dict[str, Handler]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._handlers = {
+            event_type: member
+            for member in vars(cls).values()
+            for event_type in getattr(member, "__handles__", ())
+        }
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
+    def create(self, cursor: SqlCursor) -> None:
+        for statement in self.schema:
+            cursor.execute(statement)
+
+    def drop(self, cursor: SqlCursor) -> None:
+        for table in self.tables:
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+
+    def apply(self, cursor: SqlCursor, event: Event) -> None:
+        handler = self._handlers.get(event["event_type"])
+        if handler is not None:
+            handler(self, cursor, event)

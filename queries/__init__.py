@@ -1,0 +1,1 @@
+"""Read-model queries: get, list, filter, paginate. Every GET is answered here."""

@@ -1,0 +1,46 @@
+"""The one cursor pagination of list endpoints: newest first, cursor = RFC3339Nano ``createdAt``.
+
+A page holds the rows created strictly before the cursor; the next cursor is
+the ``createdAt`` of the last row returned. No cursor means "now".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.errors import BadRequest, Unprocessable
+from infra.timefmt import parse_ns
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+_FAR_FUTURE_NS = 2**62
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int = DEFAULT_LIMIT
+    before_ns: int = _FAR_FUTURE_NS
+
+    @classmethod
+    def parse(cls, limit: str | None, cursor: str | None) -> Page:
+        page_limit = DEFAULT_LIMIT
+        if limit:
+            try:
+                page_limit = int(limit)
+            except ValueError:
+                raise Unprocessable(
+                    "serverops: unprocessable entity: invalid limit format, expected integer", param="limit"
+                ) from None
+            if page_limit < 1:
+                raise Unprocessable("serverops: unprocessable entity: limit must be positive", param="limit")
+            if page_limit > MAX_LIMIT:
+                raise BadRequest("limit exceeds maximum allowed value", param="limit")
+        before = _FAR_FUTURE_NS
+        if cursor:
+            try:
+                before = parse_ns(cursor)
+            except ValueError:
+                raise Unprocessable(
+                    "serverops: unprocessable entity: invalid cursor format, expected RFC3339Nano", param="cursor"
+                ) from None
+        return cls(page_limit, before)

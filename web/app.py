@@ -1,0 +1,66 @@
+"""The service: builds the application from settings (the composition root of the web process)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from commands.base import CommandRunner
+from commands.catalog import CatalogCommands, DefaultModel
+from domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
+from infra.blocking import BlockingPool
+from infra.eventlog import EventLog
+from infra.readstore import open_read_store
+from infra.settings import Settings
+from projections.registry import all_projectors
+from projections.runner import ProjectionRunner
+from queries.catalog import CatalogMemberships, CatalogQueries
+from web import catalog, system
+from web.errors import error_middleware
+from web.keys import CATALOG_COMMANDS, CATALOG_QUERIES, PROJECTIONS, SETTINGS
+from web.middleware import request_id_middleware, token_middleware
+
+
+def create_app(settings: Settings) -> web.Application:
+    middlewares = [request_id_middleware, error_middleware]
+    if settings.api_token:
+        middlewares.append(token_middleware(settings.api_token))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_services)
+    app.add_routes(system.routes)
+    app.add_routes(catalog.routes)
+    return app
+
+
+def default_models(settings: Settings) -> dict[str, DefaultModel]:
+    return {
+        EMBED_GROUP_ID: DefaultModel(settings.embed_model, settings.embed_model_context_length),
+        TASKS_GROUP_ID: DefaultModel(settings.task_model, settings.task_model_context_length),
+        CHAT_GROUP_ID: DefaultModel(settings.chat_model, settings.chat_model_context_length),
+    }
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    """Open the log and read store, follow the log, seed defaults; close all in reverse order."""
+    settings = app[SETTINGS]
+    if not settings.uses_postgres:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    pool = BlockingPool(settings.db_threads)
+    log = await pool.run(EventLog, settings.event_store_env())
+    store, store_factory = await pool.run(open_read_store, settings.read_store_env())
+    runner = ProjectionRunner(log, store, all_projectors(), pool.run)
+    try:
+        await runner.start()
+        commands = CommandRunner(log, pool.run, lambda position: runner.wait_for(position, settings.projection_timeout))
+        app[PROJECTIONS] = runner
+        app[CATALOG_COMMANDS] = CatalogCommands(commands, CatalogMemberships(store), settings.embed_model)
+        app[CATALOG_QUERIES] = CatalogQueries(store, pool.run)
+        await app[CATALOG_COMMANDS].seed_internal_groups(default_models(settings), settings.tenancy)
+        yield
+    finally:
+        await runner.stop()
+        await pool.run(log.close)
+        await pool.run(store_factory.close)
+        pool.close()

@@ -1,0 +1,78 @@
+"""Reading request bodies: JSON objects into pydantic models, and JSON responses.
+
+Field names match case-insensitively (existing clients rely on it); unknown
+fields are ignored; a wrong type is a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from domain.errors import Unprocessable
+from web.errors import UnsupportedMediaType
+
+M = TypeVar("M", bound=BaseModel)
+
+_JSON_TYPES = ("application/json",)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.json_response(value, status=status, dumps=dumps)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    if "Content-Type" in request.headers:
+        media_type = request.content_type
+        if media_type not in _JSON_TYPES and not media_type.endswith("+json"):
+            raise UnsupportedMediaType(f"unsupported content type {media_type!r}: send application/json")
+    raw = await request.read()
+    if not raw.strip():
+        raise Unprocessable("empty request body")
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise Unprocessable(f"invalid JSON body: {error}") from None
+    if not isinstance(value, dict):
+        raise Unprocessable("the request body must be a JSON object")
+    return value
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    return parse_object(await read_json_object(request), model)
+
+
+def parse_object(value: dict[str, Any], model: type[M]) -> M:
+    canonical = {}
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        canonical[key.lower()] = key
+    normalised = {canonical.get(k.lower(), k): v for k, v in value.items()}
+    try:
+        return model.model_validate(normalised)
+    except ValidationError as error:
+        first = error.errors()[0]
+        param = ".".join(str(part) for part in first["loc"])
+        raise Unprocessable(f"invalid value for '{param}': {first['msg']}", param=param) from None
+
+
+def with_body(model: type[BaseModel]):
+    """Parse the request body into ``model`` and pass it to the handler (also documents it in OpenAPI)."""
+
+    def wrap(handler):
+        @functools.wraps(handler)
+        async def parse_then_handle(request: web.Request) -> web.StreamResponse:
+            return await handler(request, await read_body(request, model))
+
+        parse_then_handle.request_model = model  # type: ignore[attr-defined]
+        return parse_then_handle
+
+    return wrap

@@ -1,0 +1,91 @@
+"""The one error envelope, and the middleware that turns every failure into it.
+
+``{"error": {"message", "type", "code", "param"?}}``; ``type`` and ``code``
+follow from the status. A 5xx is a bug: it is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+
+from domain.errors import BadRequest, Conflict, DomainError, Forbidden, NotFound, Unprocessable
+from projections.runner import ReadModelsBehind
+
+log = logging.getLogger(__name__)
+
+_TYPE_AND_CODE = {
+    400: ("invalid_request_error", "bad_request"),
+    401: ("authentication_error", "unauthorized"),
+    403: ("authorization_error", "forbidden"),
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    409: ("invalid_request_error", "conflict"),
+    413: ("invalid_request_error", "request_too_large"),
+    415: ("invalid_request_error", "unsupported_media"),
+    422: ("invalid_request_error", "unprocessable_entity"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    500: ("api_error", "internal_error"),
+    503: ("api_error", "service_unavailable"),
+}
+
+class UnsupportedMediaType(DomainError):
+    """The request body is in a media type this endpoint does not read."""
+
+
+_STATUS_OF = {
+    UnsupportedMediaType: 415,
+    BadRequest: 400,
+    NotFound: 404,
+    Forbidden: 403,
+    Conflict: 409,
+    Unprocessable: 422,
+}
+
+
+def error_response(status: int, message: str, param: str | None = None, headers=None) -> web.Response:
+    kind, code = _TYPE_AND_CODE.get(status, ("api_error", "unknown_error"))
+    error = {"message": message, "type": kind, "code": code}
+    if param:
+        error["param"] = param
+    return web.json_response({"error": error}, status=status, headers=headers, dumps=_dumps)
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def status_of(error: DomainError) -> int:
+    for cls in type(error).__mro__:
+        if cls in _STATUS_OF:
+            return _STATUS_OF[cls]
+    return 422
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DomainError as error:
+        return error_response(status_of(error), error.message, error.param)
+    except ReadModelsBehind as error:
+        log.warning("read-your-writes wait timed out: %s", error)
+        return error_response(503, str(error), headers={"Retry-After": "1"})
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        headers = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "retry-after")}
+        return error_response(error.status, _http_message(error), headers=headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal error")
+
+
+def _http_message(error: web.HTTPException) -> str:
+    if error.status == 404:
+        return "serverops: not found"
+    if error.status == 405:
+        return f"method {error.method} not allowed; allowed: {', '.join(sorted(error.allowed_methods))}"  # type: ignore[attr-defined]
+    return error.text or error.reason

@@ -1,0 +1,74 @@
+"""Cross-cutting concerns: request ids (responses and logs) and the API token."""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+import logging
+import re
+import uuid
+
+from aiohttp import web
+
+from commands.base import CommandContext
+from web.errors import error_response
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_PUBLIC_PATHS = frozenset({"/health", "/version"})
+
+REQUEST_ID = web.RequestKey("request_id", str)
+ACTOR = web.RequestKey("actor", str)
+
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Adds ``request_id`` to every log record emitted while a request is handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current_request_id.get()
+        return True
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler) -> web.StreamResponse:
+    offered = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = offered if _SAFE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    token = current_request_id.set(request_id)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    finally:
+        current_request_id.reset(token)
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+def token_middleware(token: str):
+    """Require ``X-API-Key`` (``Bearer `` prefix tolerated) on every route but /health and /version."""
+    expected = token.encode()
+
+    @web.middleware
+    async def check_token(request: web.Request, handler) -> web.StreamResponse:
+        if request.path in _PUBLIC_PATHS:
+            return await handler(request)
+        offered = request.headers.get("X-API-Key", "").strip()
+        if offered[:7].lower() == "bearer ":
+            offered = offered[7:].strip()
+        if not offered:
+            return error_response(401, "missing API key: send it in the X-API-Key header")
+        if not hmac.compare_digest(offered.encode(), expected):
+            return error_response(401, "invalid API key")
+        request[ACTOR] = "api-key"
+        return await handler(request)
+
+    return check_token
+
+
+def command_context(request: web.Request) -> CommandContext:
+    return CommandContext(actor=request.get(ACTOR, "anonymous"), request_id=request.get(REQUEST_ID, ""))
