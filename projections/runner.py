@@ -50,6 +50,7 @@ class ProjectionRunner:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # -- blocking part (worker threads, CLI) --------------------------------
 
@@ -111,12 +112,11 @@ class ProjectionRunner:
         self._task = asyncio.create_task(self._follow(), name="projection-runner")
 
     async def stop(self) -> None:
+        """Stop following; returns once no batch is in flight (so the stores can be closed)."""
+        self._stopping = True
+        self._wakeup.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
             self._task = None
         for _, waiter in self._waiters:
             waiter.cancel()
@@ -145,12 +145,10 @@ class ProjectionRunner:
 
     async def _follow(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopping:
             self._wakeup.clear()
             try:
                 position, more = await self._run_blocking(self.process_batch)
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 # Another process may have tracked first (the transaction was dropped
                 # whole), or the store is briefly unavailable: retry, slowing down.
@@ -160,7 +158,7 @@ class ProjectionRunner:
                 continue
             backoff = 0.05
             self._advance(position)
-            if more:
+            if more or self._stopping:
                 continue
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self._idle_poll)

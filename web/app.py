@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -48,19 +49,26 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     if not settings.uses_postgres:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     pool = BlockingPool(settings.db_threads)
+    # Decisions run one at a time in this process: the log serialises appends
+    # anyway, and deciding in turn spares concurrent writers of one aggregate
+    # from losing optimistic-concurrency races (other processes still may; the
+    # command runner then decides again).
+    writer = BlockingPool(1)
     log = await pool.run(EventLog, settings.event_store_env())
     store, store_factory = await pool.run(open_read_store, settings.read_store_env())
     runner = ProjectionRunner(log, store, all_projectors(), pool.run)
     try:
         await runner.start()
-        commands = CommandRunner(log, pool.run, lambda position: runner.wait_for(position, settings.projection_timeout))
+        commands = CommandRunner(log, writer.run, lambda position: runner.wait_for(position, settings.projection_timeout))
         app[PROJECTIONS] = runner
         app[CATALOG_COMMANDS] = CatalogCommands(commands, CatalogMemberships(store), settings.embed_model)
         app[CATALOG_QUERIES] = CatalogQueries(store, pool.run)
         await app[CATALOG_COMMANDS].seed_internal_groups(default_models(settings), settings.tenancy)
         yield
     finally:
+        # Reverse order; no store call may be in flight when the stores close.
         await runner.stop()
-        await pool.run(log.close)
-        await pool.run(store_factory.close)
-        pool.close()
+        await asyncio.to_thread(writer.close)
+        await asyncio.to_thread(pool.close)
+        await asyncio.to_thread(log.close)
+        await asyncio.to_thread(store_factory.close)
