@@ -12,8 +12,8 @@ T = TypeVar("T")
 
 
 class BlockingPool:
-    def __init__(self, threads: int) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store")
+    def __init__(self, threads: int, name: str = "store") -> None:
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the pool (with the caller's context variables) and await its result."""

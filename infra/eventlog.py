@@ -24,13 +24,23 @@ from infra.envelope import EnvelopeMapper
 
 A = TypeVar("A", bound=Aggregate)
 
+AGGREGATE_CACHE_SIZE = 10_000
+
 
 class EventLog:
     def __init__(self, env: Mapping[str, str], mapper: EnvelopeMapper | None = None) -> None:
         self.factory = InfrastructureFactory.construct(Environment(env=dict(env)))
         self.recorder: ApplicationRecorder = self.factory.application_recorder()
         self.mapper = mapper or EnvelopeMapper()
-        self._repository = Repository(event_store=EventStore(mapper=self.mapper, recorder=self.recorder))
+        # Aggregates are cached and fast-forwarded with the events written since
+        # (by this or another process), so a busy aggregate — a group with
+        # thousands of memberships — is not replayed from its first event on
+        # every command. Cached copies are deep-copied before use.
+        self._repository = Repository(
+            event_store=EventStore(mapper=self.mapper, recorder=self.recorder),
+            cache_maxsize=AGGREGATE_CACHE_SIZE,
+            fastforward=True,
+        )
 
     def get(self, aggregate_class: type[A], key: str) -> A | None:
         """The aggregate as its events tell it, or None if it never existed."""

@@ -53,7 +53,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     # anyway, and deciding in turn spares concurrent writers of one aggregate
     # from losing optimistic-concurrency races (other processes still may; the
     # command runner then decides again).
-    writer = BlockingPool(1)
+    writer = BlockingPool(1, name="writer")
     log = await pool.run(EventLog, settings.event_store_env())
     store, store_factory = await pool.run(open_read_store, settings.read_store_env())
     runner = ProjectionRunner(log, store, all_projectors(), pool.run)
