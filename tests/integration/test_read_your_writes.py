@@ -48,3 +48,36 @@ async def test_concurrent_assignments_to_one_group_all_land(client):
     assert {status for status, _ in results} == {201}
     status, members = await call(client, "GET", f"/backend-affinity/{group['id']}/backends")
     assert {m["id"] for m in members} == {b["id"] for b in backends}
+
+
+async def test_deleting_a_group_records_the_removal_of_each_assignment(client, settings):
+    from infra.eventlog import EventLog
+
+    group = await create_group(client, "doomed")
+    _, backend = await call(client, "POST", "/backends", {"name": "x", "baseUrl": "http://x", "type": "ollama"})
+    await call(client, "POST", f"/backend-affinity/{group['id']}/backends/{backend['id']}")
+    await call(client, "POST", f"/model-affinity/{group['id']}/models/phi3:3.8b")
+    status, models = await call(client, "GET", f"/model-affinity/{group['id']}/models")
+    assert status == 200
+    # phi3 is seeded with a UUID id, so the assignment by name referenced nothing
+    assert models == []
+    _, seeded = await call(client, "GET", "/model-affinity/internal_chat_group/models")
+    await call(client, "POST", f"/model-affinity/{group['id']}/models/{seeded[0]['id']}")
+    await call(client, "DELETE", f"/groups/{group['id']}")
+
+    log = EventLog(settings.event_store_env())
+    try:
+        events = [e for e in log.read(0, 10_000) if e["aggregate_id"] == group["id"]]
+    finally:
+        log.close()
+    assert [e["event_type"] for e in events] == [
+        "group.created",
+        "group.backend_assigned",
+        "group.model_assigned",
+        "group.backend_removed",
+        "group.model_removed",
+        "group.deleted",
+    ]
+    assert [e["version"] for e in events] == [1, 2, 3, 4, 5, 6]
+    nids = [e["nid"] for e in events]
+    assert nids == sorted(nids)
