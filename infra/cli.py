@@ -1,4 +1,4 @@
-"""The ``chainloom`` command: ``serve``, ``projections rebuild|list``.
+"""The ``chainloom`` command: ``serve``, ``relay``, ``project``, ``projections rebuild|list``.
 
 This is an entry point, like ``web``: it imports the outer layers lazily.
 """
@@ -70,6 +70,30 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _relay(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from infra.kafka_relay import run_relay
+
+    if not settings.kafka_enabled:
+        print("chainloom: the relay needs CHAINLOOM_KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    asyncio.run(run_relay(settings))
+    return 0
+
+
+def _project(args: argparse.Namespace, settings: Settings) -> int:
+    from projections.kafka_worker import run_worker
+
+    if not settings.kafka_enabled:
+        print("chainloom: a projector worker needs CHAINLOOM_KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    run_worker(settings)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chainloom", description="Event-sourced LLM runtime.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (default: CHAINLOOM_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default: CHAINLOOM_PORT, 8081)")
     serve.set_defaults(run=_serve)
+
+    relay = commands.add_parser("relay", help="relay the log to Kafka (CHAINLOOM_KAFKA_BOOTSTRAP) until stopped")
+    relay.set_defaults(run=_relay)
+
+    project = commands.add_parser("project", help="keep the read models from Kafka, as a consumer-group worker")
+    project.set_defaults(run=_project)
 
     projections = commands.add_parser("projections", help="manage read models")
     projection_commands = projections.add_subparsers(dest="projection_command", required=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
@@ -47,6 +48,22 @@ class Settings(BaseSettings):
     tenancy: uuid.UUID = Field(
         uuid.UUID("96ed1c59-ffc1-4545-b3c3-191079c68d79"), validation_alias=_env("TENANCY", "TENANCY")
     )
+
+    # Kafka (docs/kafka.md). An empty bootstrap means no Kafka: no relay, embedded projections only.
+    kafka_bootstrap: str = Field("", validation_alias=_env("KAFKA_BOOTSTRAP"))
+    # Every topic's name starts with this prefix; the log is "<prefix>events".
+    kafka_topic_prefix: str = Field("chainloom.", validation_alias=_env("KAFKA_TOPIC_PREFIX"))
+    # Replication factor of the topic the relay creates.
+    kafka_replication_factor: int = Field(1, ge=1, validation_alias=_env("KAFKA_REPLICATION_FACTOR"))
+    # Whether `chainloom serve` runs the relay itself (else run `chainloom relay`).
+    kafka_relay_in_serve: bool = Field(True, validation_alias=_env("KAFKA_RELAY_IN_SERVE"))
+    # Seconds between the relay's looks at the log for writes made by other processes.
+    kafka_relay_poll: float = Field(0.05, gt=0, validation_alias=_env("KAFKA_RELAY_POLL"))
+    # Consumer group of the projector workers (`chainloom project`); default "<prefix>projections".
+    kafka_group: str = Field("", validation_alias=_env("KAFKA_GROUP"))
+    # Who keeps the read models: this process following the log ("embedded"), or
+    # projector workers reading Kafka ("kafka"), whose progress the API then watches.
+    projections: Literal["embedded", "kafka"] = Field("embedded", validation_alias=_env("PROJECTIONS"))
 
     # How long a command waits for the read models to reach its write (read-your-writes).
     projection_timeout: float = Field(5.0, gt=0, validation_alias=_env("PROJECTION_TIMEOUT"))
@@ -92,6 +109,18 @@ class Settings(BaseSettings):
             "SQLITE_LOCK_TIMEOUT": "10",
             "ORIGINATOR_ID_TYPE": "text",
         }
+
+    @property
+    def kafka_enabled(self) -> bool:
+        return bool(self.kafka_bootstrap.strip())
+
+    @property
+    def kafka_events_topic(self) -> str:
+        return f"{self.kafka_topic_prefix}events"
+
+    @property
+    def kafka_projector_group(self) -> str:
+        return self.kafka_group or f"{self.kafka_topic_prefix}projections"
 
     def _postgres_env(self) -> dict[str, str]:
         url = urlsplit(self.database_url)

@@ -12,10 +12,12 @@ from commands.catalog import CatalogCommands, DefaultModel
 from domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
 from infra.blocking import BlockingPool
 from infra.eventlog import EventLog
+from infra.kafka_relay import RelayService, open_relay
 from infra.readstore import open_read_store
 from infra.settings import Settings
 from projections.registry import all_projectors
 from projections.runner import ProjectionRunner
+from projections.tracked import TrackedProjections
 from queries.catalog import CatalogMemberships, CatalogQueries
 from web import catalog, system
 from web.errors import error_middleware
@@ -56,10 +58,22 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     writer = BlockingPool(1, name="writer")
     log = await pool.run(EventLog, settings.event_store_env())
     store, store_factory = await pool.run(open_read_store, settings.read_store_env())
-    runner = ProjectionRunner(log, store, all_projectors(), pool.run)
+    runner = _projections(settings, log, store, pool)
+    # With Kafka configured (and no separate `chainloom relay`), this process relays the log too.
+    relay: RelayService | None = None
+    if settings.kafka_enabled and settings.kafka_relay_in_serve:
+        relay = open_relay(settings, log, store)
+
+    async def wait_for(position: int | None) -> None:
+        if relay is not None:
+            relay.poke()
+        await runner.wait_for(position, settings.projection_timeout)
+
     try:
         await runner.start()
-        commands = CommandRunner(log, writer.run, lambda position: runner.wait_for(position, settings.projection_timeout))
+        if relay is not None:
+            relay.start()
+        commands = CommandRunner(log, writer.run, wait_for)
         app[PROJECTIONS] = runner
         app[CATALOG_COMMANDS] = CatalogCommands(commands, CatalogMemberships(store), settings.embed_model)
         app[CATALOG_QUERIES] = CatalogQueries(store, pool.run)
@@ -67,8 +81,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         # Reverse order; no store call may be in flight when the stores close.
+        if relay is not None:
+            await relay.stop()
         await runner.stop()
         await asyncio.to_thread(writer.close)
         await asyncio.to_thread(pool.close)
         await asyncio.to_thread(log.close)
         await asyncio.to_thread(store_factory.close)
+
+
+def _projections(settings: Settings, log: EventLog, store, pool: BlockingPool) -> ProjectionRunner | TrackedProjections:
+    """Embedded: this process follows the log. Kafka: projector workers do; this process watches their positions."""
+    if settings.projections == "kafka":
+        return TrackedProjections(store, all_projectors(), pool.run)
+    return ProjectionRunner(log, store, all_projectors(), pool.run)
