@@ -176,6 +176,9 @@ def consumer_config(bootstrap: str, group_id: str | None, client_id: str) -> dic
         "isolation_level": "read_committed",
         "allow_auto_create_topics": False,
         "fetch_max_wait_ms": 100,
+        # A worker that dies is replaced after this long (the broker's minimum is 6 s).
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 2_000,
         "reconnect_backoff_ms": 100,
         "reconnect_backoff_max_ms": 1000,
     }

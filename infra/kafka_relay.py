@@ -2,8 +2,10 @@
 
 Each step reads the events after the relay's tracked position, publishes them
 in chunks and, once Kafka has acknowledged a whole chunk (idempotent producer,
-``acks=all``), tracks the chunk's last ``nid`` in the read store
-(``kafka-relay:<topic>``, the library's tracking table). A chunk is sent as one
+``acks=all``), tracks the chunk's last ``nid`` beside the log (the library's
+tracking table in the log's database, as ``kafka-relay:<topic>``; with SQLite
+that keeps the relay's writes out of the read models' file, whose writers
+would otherwise collide with it). A chunk is sent as one
 producer batch and flushed before the next one is sent, so it lands on the
 broker whole or not at all, and never after a later one: the topic holds the
 log in order, with no gaps. What a crash can leave is a chunk that Kafka
@@ -24,7 +26,7 @@ import asyncio
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ from infra.kafka_log import (
     record_key,
     record_value,
 )
-from infra.readstore import ReadStore
+from infra.readstore import ReadStore, open_read_store
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ class KafkaRelay:
     def __init__(
         self,
         log_: EventLog,
-        store: ReadStore,
+        tracking_env: Mapping[str, str],
         lock: FileLock | AdvisoryLock,
         *,
         bootstrap: str,
@@ -128,7 +130,9 @@ class KafkaRelay:
         client_id: str = "chainloom-relay",
     ) -> None:
         self._log = log_
-        self._store = store
+        self._tracking_env = dict(tracking_env)
+        self._store: ReadStore | None = None
+        self._store_factory: Any = None
         self._lock = lock
         self._bootstrap = bootstrap
         self.topic = topic
@@ -172,6 +176,8 @@ class KafkaRelay:
     def _connect(self) -> None:
         from kafka import KafkaProducer
 
+        if self._store is None:
+            self._store, self._store_factory = open_read_store(self._tracking_env)
         self.ensure_topic()
         self._producer = KafkaProducer(**producer_config(self._bootstrap, self._client_id))
         self._position = self._store.position(self.name)
@@ -217,6 +223,7 @@ class KafkaRelay:
             raise
 
     def _track(self, position: int) -> None:
+        assert self._store is not None
         with self._store.transaction() as cursor:
             self._store.track(cursor, self.name, position)
         self._position = position
@@ -241,6 +248,9 @@ class KafkaRelay:
     def close(self) -> None:
         self._discard_producer()
         self._lock.release()
+        if self._store_factory is not None:
+            self._store_factory.close()
+            self._store, self._store_factory = None, None
 
 
 def relay_lock(settings: Settings) -> FileLock | AdvisoryLock:
@@ -292,10 +302,11 @@ class RelayService:
         self._executor.shutdown(wait=True)
 
 
-def open_relay(settings: Settings, log_: EventLog, store: ReadStore) -> RelayService:
+def open_relay(settings: Settings, log_: EventLog) -> RelayService:
+    """The relay of the configured log and topic (it opens its tracking store when it first runs)."""
     relay = KafkaRelay(
         log_,
-        store,
+        settings.event_store_env(),
         relay_lock(settings),
         bootstrap=settings.kafka_bootstrap,
         topic=settings.kafka_events_topic,
@@ -308,8 +319,6 @@ async def run_relay(settings: Settings) -> None:
     """``chainloom relay``: relay until SIGINT or SIGTERM, then stop cleanly."""
     import signal
 
-    from infra.readstore import open_read_store
-
     if not settings.uses_postgres:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
@@ -317,12 +326,10 @@ async def run_relay(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log_ = await asyncio.to_thread(EventLog, settings.event_store_env())
-    store, store_factory = await asyncio.to_thread(open_read_store, settings.read_store_env())
-    service = open_relay(settings, log_, store)
+    service = open_relay(settings, log_)
     try:
         service.start()
         await stop.wait()
     finally:
         await service.stop()
         await asyncio.to_thread(log_.close)
-        await asyncio.to_thread(store_factory.close)

@@ -48,6 +48,7 @@ class KafkaLogReader(ConsumerRebalanceListener):
         self._store_position = store_position
         self._buffer: list[tuple[int, Event]] = []  # (offset, event) in partition order
         self._floor = 0  # every record before the consumer's position has nid <= floor
+        self._unpositioned: list[TopicPartition] = []  # assigned, not yet positioned
 
     # -- what the runner calls ------------------------------------------------
 
@@ -79,6 +80,10 @@ class KafkaLogReader(ConsumerRebalanceListener):
         if self._buffer:
             return
         batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=1000)
+        if self._unpositioned:
+            # Assigned during this poll: what it fetched may start at the wrong place.
+            self._position_assigned()
+            return
         for records in batches.values():
             for record in records:
                 self._buffer.append((record.offset, decode(record.value)))
@@ -107,8 +112,14 @@ class KafkaLogReader(ConsumerRebalanceListener):
         self._buffer.clear()
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        # Called on the client's network thread, where it may not block: position in ``fill``.
         self._buffer.clear()
-        for partition in assigned:
+        self._unpositioned = list(assigned)
+
+    def _position_assigned(self) -> None:
+        partitions, self._unpositioned = self._unpositioned, []
+        self._buffer.clear()
+        for partition in partitions:
             position = self._store_position()
             committed = self._consumer.committed(partition, metadata=True)
             resume_at = _position_of(committed)
@@ -151,6 +162,8 @@ class ProjectorWorker:
     def run(self, ready: Callable[[], None] | None = None) -> None:
         settings = self._settings
         topic = settings.kafka_events_topic
+        if not settings.uses_postgres:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
         store, store_factory = open_read_store(settings.read_store_env())
         projectors = all_projectors()
         names = [p.name for p in projectors]

@@ -62,7 +62,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     # With Kafka configured (and no separate `chainloom relay`), this process relays the log too.
     relay: RelayService | None = None
     if settings.kafka_enabled and settings.kafka_relay_in_serve:
-        relay = open_relay(settings, log, store)
+        relay = open_relay(settings, log)
 
     async def wait_for(position: int | None) -> None:
         if relay is not None:
