@@ -125,7 +125,12 @@ def ensure_topic(bootstrap: str, topic: str, replication_factor: int = 1, client
                 {topic: {
                     "num_partitions": 1,
                     "replication_factor": replication_factor,
-                    "configs": {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"},
+                    "configs": {
+                        "retention.ms": "-1",
+                        "retention.bytes": "-1",
+                        "cleanup.policy": "delete",
+                        "max.message.bytes": str(MAX_RECORD_BATCH_BYTES),
+                    },
                 }},
                 wait_for_metadata=True,
             )
@@ -145,6 +150,9 @@ def ensure_topic(bootstrap: str, topic: str, replication_factor: int = 1, client
 
 # A relay chunk is published as one producer batch (one atomic record batch on the broker).
 PRODUCER_BATCH_BYTES = 512 * 1024
+# The largest record batch the topic takes: an event alone in its batch may be this big
+# (ingested webhook payloads are kept in events).
+MAX_RECORD_BATCH_BYTES = 16 * 1024 * 1024
 
 
 def producer_config(bootstrap: str, client_id: str) -> dict[str, Any]:
@@ -156,7 +164,7 @@ def producer_config(bootstrap: str, client_id: str) -> dict[str, Any]:
         # The relay flushes each chunk itself; lingering keeps a chunk in one batch until then.
         "linger_ms": 1000,
         "batch_size": PRODUCER_BATCH_BYTES,
-        "max_request_size": 4 * PRODUCER_BATCH_BYTES,
+        "max_request_size": MAX_RECORD_BATCH_BYTES,
         "max_in_flight_requests_per_connection": 1,
         "request_timeout_ms": 10_000,
         "delivery_timeout_ms": 30_000,
