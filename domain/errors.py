@@ -31,3 +31,7 @@ class BadRequest(DomainError):
 
 class Unprocessable(DomainError):
     """The request is well-formed but its values cannot be accepted."""
+
+
+class Unauthorized(DomainError):
+    """The request does not prove who sent it (a webhook signature that does not verify)."""

@@ -11,7 +11,7 @@ import logging
 
 from aiohttp import web
 
-from domain.errors import BadRequest, Conflict, DomainError, Forbidden, NotFound, Unprocessable
+from domain.errors import BadRequest, Conflict, DomainError, Forbidden, NotFound, Unauthorized, Unprocessable
 from projections.runner import ReadModelsBehind
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class UnsupportedMediaType(DomainError):
 _STATUS_OF = {
     UnsupportedMediaType: 415,
     BadRequest: 400,
+    Unauthorized: 401,
     NotFound: 404,
     Forbidden: 403,
     Conflict: 409,
