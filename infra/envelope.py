@@ -20,9 +20,10 @@ from eventsourcing.persistence import JSONTranscoder, Mapper, Notification, Stor
 from eventsourcing.utils import get_topic, resolve_topic
 
 from domain.base import split_stream_id
-from infra.timefmt import format_datetime, from_ns, parse_ns
+from domain.eventsource.events import INTERNAL_EVENT_SOURCE, ExternalEvent
+from infra.timefmt import format_datetime, format_ns, from_ns, parse_ns
 
-INTERNAL_EVENT_SOURCE = "chainloom"
+__all__ = ["INTERNAL_EVENT_SOURCE", "EnvelopeMapper", "event_type_name"]
 
 _BASE_ATTRIBUTES = ("originator_id", "originator_version", "timestamp", "originator_topic")
 
@@ -79,6 +80,21 @@ class EnvelopeMapper(Mapper[str]):
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
             topic=_topic(type(domain_event)),
+            state=json.dumps(envelope, separators=(",", ":")).encode(),
+        )
+
+    @staticmethod
+    def to_stored_external(event: ExternalEvent) -> StoredEvent:
+        """An external event (POST /events, ingest, replay), stored as it was stated.
+
+        Its stream is named after its identity and holds only it (version 1):
+        the same identity twice collides in the store; nothing else does.
+        """
+        envelope = event.envelope(format_ns(event.created_at_ns))
+        return StoredEvent(
+            originator_id=event.stream_id,
+            originator_version=1,
+            topic=_topic(ExternalEvent),
             state=json.dumps(envelope, separators=(",", ":")).encode(),
         )
 

@@ -64,6 +64,13 @@ class EventLog:
         ]
         return self.append(stored)
 
+    def insert(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+        """Append in one transaction; the position of each event, in order.
+
+        Raises the library's ``IntegrityError`` when one of them collides (nothing is stored then).
+        """
+        return list(self.recorder.insert_events(stored_events) or [])
+
     def append(self, stored_events: Sequence[StoredEvent]) -> int | None:
         if not stored_events:
             return None

@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     postgres_pool_size: int = Field(10, ge=1, validation_alias=_env("POSTGRES_POOL_SIZE"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
 
+    # Event source: the largest webhook body /ingest accepts (413 above).
+    ingest_max_bytes: int = Field(5 * 1024 * 1024, gt=0, validation_alias=_env("INGEST_MAX_BYTES"))
+    # Key (base64 of 32 bytes) sealing webhook signature secrets; empty: a key file in the data directory.
+    secrets_key: str = Field("", validation_alias=_env("SECRETS_KEY"))
+    # Live event streams: seconds between keep-alive comments; events buffered per slow subscriber.
+    sse_keepalive: float = Field(15.0, gt=0, validation_alias=_env("SSE_KEEPALIVE"))
+    sse_queue_size: int = Field(1000, ge=1, validation_alias=_env("SSE_QUEUE_SIZE"))
+
     @field_validator("embed_model", "task_model", "chat_model")
     @classmethod
     def _model_name_present(cls, value: str) -> str:
