@@ -3,6 +3,10 @@
 Projectors read public event envelopes (the same JSON the Kafka relay
 publishes), so the same code serves the embedded runner and Kafka workers.
 They never decide anything: they record what the events say.
+
+Handlers get only chainloom's own events (``event_source`` ``chainloom``,
+which no external producer may claim): an event a client appends through
+``POST /events`` or ``/ingest`` never reaches them, whatever its type.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from infra.envelope import INTERNAL_EVENT_SOURCE
 from infra.readstore import SqlCursor
 
 Event = dict[str, Any]
@@ -55,6 +60,8 @@ class Projector:
             cursor.execute(f"DROP TABLE IF EXISTS {table}")
 
     def apply(self, cursor: SqlCursor, event: Event) -> None:
+        if event["event_source"] != INTERNAL_EVENT_SOURCE:
+            return
         handler = self._handlers.get(event["event_type"])
         if handler is not None:
             handler(self, cursor, event)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from projections.base import Projector
 from projections.catalog import CatalogProjector
+from projections.eventsource import EventSourceProjector
 
 
 def all_projectors() -> list[Projector]:
-    return [CatalogProjector()]
+    return [CatalogProjector(), EventSourceProjector()]

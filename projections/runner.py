@@ -16,12 +16,13 @@ from typing import Any, TypeVar
 
 from infra.eventlog import EventLog
 from infra.readstore import ReadStore
-from projections.base import Projector
+from projections.base import Event, Projector
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RunBlocking = Callable[..., Awaitable[Any]]
+Listener = Callable[[list[Event]], None]
 
 
 class ReadModelsBehind(Exception):
@@ -50,6 +51,8 @@ class ProjectionRunner:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Listener] = []
+        self._live_after = 0  # events up to here were in the log before this runner started
         self._stopping = False
 
     # -- blocking part (worker threads, CLI) --------------------------------
@@ -59,9 +62,14 @@ class ProjectionRunner:
             for projector in self._projectors:
                 projector.create(cursor)
             self._position = min(self._store.positions(cursor, self._names).values())
+        self._live_after = self._log.head()
 
     def process_batch(self, only: Sequence[str] | None = None) -> tuple[int, bool]:
         """Apply the next batch of the log; returns (position reached, whether more may follow)."""
+        position, more, _ = self._process_batch(only)
+        return position, more
+
+    def _process_batch(self, only: Sequence[str] | None = None) -> tuple[int, bool, list[Event]]:
         projectors = [p for p in self._projectors if only is None or p.name in only]
         names = [p.name for p in projectors]
         with self._store.transaction() as cursor:
@@ -69,7 +77,7 @@ class ProjectionRunner:
             start = min(positions.values())
             events = self._log.read(after=start, limit=self._batch_size)
             if not events:
-                return start, False
+                return start, False, []
             last = events[-1]["nid"]
             for projector in projectors:
                 done = positions[projector.name]
@@ -78,7 +86,7 @@ class ProjectionRunner:
                         projector.apply(cursor, event)
                 if last > done:
                     self._store.track(cursor, projector.name, last)
-        return last, len(events) == self._batch_size
+        return last, len(events) == self._batch_size, events
 
     def catch_up(self, only: Sequence[str] | None = None, progress: Callable[[int], None] | None = None) -> int:
         """Process the log until the end as it is now; returns the position reached."""
@@ -122,6 +130,11 @@ class ProjectionRunner:
             waiter.cancel()
         self._waiters.clear()
 
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(events)`` on the event loop with each batch of new events once it is applied
+        (live streams). Events already in the log when the runner started are not passed on."""
+        self._listeners.append(listener)
+
     def poke(self) -> None:
         """Something was appended: read the log now rather than at the next poll."""
         self._wakeup.set()
@@ -148,7 +161,7 @@ class ProjectionRunner:
         while not self._stopping:
             self._wakeup.clear()
             try:
-                position, more = await self._run_blocking(self.process_batch)
+                position, more, events = await self._run_blocking(self._process_batch)
             except Exception:
                 # Another process may have tracked first (the transaction was dropped
                 # whole), or the store is briefly unavailable: retry, slowing down.
@@ -158,12 +171,24 @@ class ProjectionRunner:
                 continue
             backoff = 0.05
             self._advance(position)
+            self._tell_listeners(events)
             if more or self._stopping:
                 continue
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self._idle_poll)
             except TimeoutError:
                 pass
+
+    def _tell_listeners(self, events: list[Event]) -> None:
+        live = [event for event in events if event["nid"] > self._live_after]
+        if not live:
+            return
+        self._live_after = live[-1]["nid"]
+        for listener in self._listeners:
+            try:
+                listener(live)
+            except Exception:
+                log.exception("projection listener failed")
 
     def _advance(self, position: int) -> None:
         self._position = max(self._position, position)

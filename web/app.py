@@ -9,20 +9,32 @@ from aiohttp import web
 
 from commands.base import CommandRunner
 from commands.catalog import CatalogCommands, DefaultModel
+from commands.eventsource import EventSourceCommands
 from domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
 from infra.blocking import BlockingPool
 from infra.eventlog import EventLog
 from infra.kafka_relay import RelayService, open_relay
 from infra.readstore import open_read_store
+from infra.secrets import open_secret_box
 from infra.settings import Settings
 from projections.registry import all_projectors
 from projections.runner import ProjectionRunner
 from projections.tracked import TrackedProjections
 from queries.catalog import CatalogMemberships, CatalogQueries
-from web import catalog, system
+from queries.eventsource import EventIndex, EventSourceQueries
+from web import catalog, eventsource, system
 from web.errors import error_middleware
-from web.keys import CATALOG_COMMANDS, CATALOG_QUERIES, PROJECTIONS, SETTINGS
+from web.keys import (
+    CATALOG_COMMANDS,
+    CATALOG_QUERIES,
+    EVENT_HUB,
+    EVENTSOURCE_COMMANDS,
+    EVENTSOURCE_QUERIES,
+    PROJECTIONS,
+    SETTINGS,
+)
 from web.middleware import request_id_middleware, token_middleware
+from web.sse import EventHub
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -34,7 +46,15 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_services)
     app.add_routes(system.routes)
     app.add_routes(catalog.routes)
+    app.add_routes(eventsource.routes)
+    app[EVENT_HUB] = EventHub(settings.sse_queue_size)
+    app.on_shutdown.append(_end_streams)
     return app
+
+
+async def _end_streams(app: web.Application) -> None:
+    """Live streams never end by themselves: end them before the server waits for its handlers."""
+    app[EVENT_HUB].close()
 
 
 def default_models(settings: Settings) -> dict[str, DefaultModel]:
@@ -59,6 +79,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     log = await pool.run(EventLog, settings.event_store_env())
     store, store_factory = await pool.run(open_read_store, settings.read_store_env())
     runner = _projections(settings, log, store, pool)
+    if isinstance(runner, ProjectionRunner):
+        runner.add_listener(app[EVENT_HUB].publish)  # live streams get each batch the runner applies
+    # Webhook secrets are sealed with the configured key, or (embedded) a key file beside the SQLite files.
+    key_file = None if settings.uses_postgres else settings.data_dir / "secrets.key"
+    secrets = await pool.run(open_secret_box, settings.secrets_key, key_file)
     # With Kafka configured (and no separate `chainloom relay`), this process relays the log too.
     relay: RelayService | None = None
     if settings.kafka_enabled and settings.kafka_relay_in_serve:
@@ -77,6 +102,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[PROJECTIONS] = runner
         app[CATALOG_COMMANDS] = CatalogCommands(commands, CatalogMemberships(store), settings.embed_model)
         app[CATALOG_QUERIES] = CatalogQueries(store, pool.run)
+        app[EVENTSOURCE_COMMANDS] = EventSourceCommands(commands, log, pool.run, wait_for, EventIndex(store), secrets)
+        app[EVENTSOURCE_QUERIES] = EventSourceQueries(store, pool.run)
         await app[CATALOG_COMMANDS].seed_internal_groups(default_models(settings), settings.tenancy)
         yield
     finally:

@@ -5,11 +5,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from commands.catalog import CatalogCommands
+from commands.eventsource import EventSourceCommands
 from infra.settings import Settings
 from projections.runner import ProjectionRunner
 from queries.catalog import CatalogQueries
+from queries.eventsource import EventSourceQueries
+from web.sse import EventHub
 
 SETTINGS = web.AppKey("settings", Settings)
 CATALOG_COMMANDS = web.AppKey("catalog_commands", CatalogCommands)
 CATALOG_QUERIES = web.AppKey("catalog_queries", CatalogQueries)
 PROJECTIONS = web.AppKey("projections", ProjectionRunner)
+EVENTSOURCE_COMMANDS = web.AppKey("eventsource_commands", EventSourceCommands)
+EVENTSOURCE_QUERIES = web.AppKey("eventsource_queries", EventSourceQueries)
+EVENT_HUB = web.AppKey("event_hub", EventHub)

@@ -1,0 +1,415 @@
+"""Commands of the event source: append events, ingest webhooks, replay, mappings, erase.
+
+Every write lands in the one log. External events are stored as stated
+(``EnvelopeMapper.to_stored_external``); raw events, mapping changes and audits
+are chainloom's own aggregates. Each command answers once the read models
+have caught up with what it wrote (read-your-writes), also when it refuses a
+webhook after keeping its raw payload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+
+from eventsourcing.persistence import RecordConflictError, StoredEvent
+
+from commands.base import CommandContext, CommandRunner, Decision
+from domain.base import Aggregate
+from domain.errors import Conflict, DomainError, Forbidden, NotFound, Unauthorized, Unprocessable
+from domain.eventsource.events import (
+    ERASABLE_INTERNAL_TYPES,
+    INTERNAL_EVENT_SOURCE,
+    RAW_EVENT_RECEIVED,
+    EventDeletion,
+    ExternalEvent,
+    RawEvent,
+    WebhookDelivery,
+)
+from domain.eventsource.mappings import EventMapping, MappingConfig, apply_mapping
+from domain.eventsource.signatures import check_secret, verify
+from infra.erasure import erase
+from infra.eventlog import EventLog
+from infra.secrets import SecretBox, SecretsUnavailable
+from infra.timefmt import format_ns, parse_ns
+
+Json = dict[str, Any]
+RunBlocking = Callable[..., Awaitable[Any]]
+
+# Credentials of the request itself are never kept with a raw event.
+UNKEPT_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+_INSERT_ATTEMPTS = 3
+
+
+class Deletable(Protocol):
+    """Which events a deletion would erase (read side): rows with ``nid`` and ``event_source``."""
+
+    def matching(self, event_type: str, window: Any, up_to: int) -> Sequence[Mapping[str, Any]]: ...
+
+
+class RawIds:
+    """``evt_<unix-nanoseconds>``, strictly increasing within the process (two at one instant differ)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, now_ns: int) -> str:
+        with self._lock:
+            self._last = max(now_ns, self._last + 1)
+            return f"evt_{self._last}"
+
+
+def parse_payload(body: bytes) -> dict[str, Any]:
+    """A webhook body: one JSON object, whatever the Content-Type says (422 otherwise)."""
+    try:
+        value = json.loads(body, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise Unprocessable(f"invalid JSON payload: {error}") from None
+    if not isinstance(value, dict):
+        raise Unprocessable(f"invalid JSON payload: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Request headers as a raw event keeps them: one value per name (repeats joined), no credentials."""
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        if name.lower() in UNKEPT_HEADERS:
+            continue
+        kept[name] = f"{kept[name]}, {value}" if name in kept else value
+    return kept
+
+
+def raw_event_json(raw_id: str, nid: int, received_at: str, path: str, headers: dict, payload: dict) -> Json:
+    raw: Json = {"id": raw_id, "nid": nid, "received_at": received_at, "path": path, "payload": payload}
+    if headers:
+        raw["headers"] = headers
+    return raw
+
+
+class EventSourceCommands:
+    def __init__(
+        self,
+        runner: CommandRunner,
+        log: EventLog,
+        run_blocking: RunBlocking,
+        wait_for: Callable[[int | None], Awaitable[None]],
+        deletable: Deletable,
+        secrets: SecretBox | None,
+        clock: Callable[[], int] | None = None,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._runner = runner
+        self._log = log
+        self._run_blocking = run_blocking
+        self._wait_for = wait_for
+        self._deletable = deletable
+        self._secrets = secrets
+        self._clock = clock or (lambda: time.time_ns())  # looked up per call, so tests can pin it
+        self._new_id = new_id
+        self._raw_ids = RawIds()
+
+    # -- the log -------------------------------------------------------------
+
+    def _stored(self, aggregates: Sequence[Aggregate], ctx: CommandContext) -> list[StoredEvent]:
+        metadata = ctx.metadata()
+        return [self._log.mapper.to_stored_event(e, metadata) for a in aggregates for e in a.collect_events()]
+
+    async def _answer(self, outcome: Any, position: int | None) -> Any:
+        """Wait until the read models show ``position``, then return the result or raise the refusal."""
+        await self._wait_for(position)
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    # -- POST /events --------------------------------------------------------
+
+    async def append_event(
+        self,
+        *,
+        event_id: str,
+        created_at_ns: int | None,
+        event_type: str,
+        event_source: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        version: int,
+        data: Any,
+        metadata: Any,
+    ) -> Json:
+        """Append an event a client states; its ``id`` (if empty) and ``nid`` are assigned here."""
+        now = self._clock()
+        event = ExternalEvent(
+            id=event_id or self._new_id(),
+            created_at_ns=now if created_at_ns is None else created_at_ns,
+            event_type=event_type,
+            event_source=event_source,
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            version=version,
+            data=data,
+            metadata=metadata,
+        )
+        event.validate(now)
+        stored = self._log.mapper.to_stored_external(event)
+        try:
+            positions = await self._run_blocking(self._log.insert, [stored])
+        except RecordConflictError:
+            raise Conflict(f"libdb: unique constraint violation: event '{event.id}' is already recorded") from None
+        await self._wait_for(positions[0])
+        return event.envelope(format_ns(event.created_at_ns)) | {"nid": positions[0]}
+
+    # -- raw events and ingest -----------------------------------------------
+
+    async def record_raw_event(
+        self,
+        *,
+        raw_id: str,
+        received_at_ns: int | None,
+        path: str,
+        headers: dict[str, str],
+        payload: Any,
+        ctx: CommandContext,
+    ) -> Json:
+        """Keep a raw event as given (``POST /raw-events``): nothing is mapped."""
+        if not path:
+            raise Unprocessable("missing required field: path is required", param="path")
+        if payload is None:
+            raise Unprocessable("missing required field: payload is required", param="payload")
+        received_at = format_ns(self._clock() if received_at_ns is None else received_at_ns)
+        raw_id = raw_id or self._new_id()
+        receipt = RawEvent.receive(raw_id, received_at, path, headers, payload)
+        try:
+            positions = await self._run_blocking(self._log.insert, self._stored([receipt], ctx))
+        except RecordConflictError:
+            raise Conflict(f"libdb: unique constraint violation: raw event '{raw_id}' is already recorded") from None
+        await self._wait_for(positions[0])
+        return raw_event_json(raw_id, positions[0], received_at, path, headers, payload)
+
+    async def ingest(self, path: str, body: bytes, headers: Mapping[str, str], ctx: CommandContext) -> Json:
+        """``POST /ingest``: verify the signature (if the mapping asks for one), keep the raw payload,
+        then append the event the mapping makes of it; answers the raw event."""
+        outcome, position = await self._run_blocking(self._ingest, path, body, headers, ctx)
+        return await self._answer(outcome, position)
+
+    def _ingest(
+        self, path: str, body: bytes, headers: Mapping[str, str], ctx: CommandContext
+    ) -> tuple[Json | DomainError, int | None]:
+        now = self._clock()
+        config = self._mapping(path)
+        if config is not None and config.signature_scheme:
+            try:
+                self._verify(config, body, headers, now)
+            except Unauthorized as refusal:
+                digest = hashlib.sha256(body).hexdigest()
+                rejection = WebhookDelivery.reject(self._new_id(), path, refusal.message, format_ns(now), len(body), digest)
+                return refusal, max(self._log.insert(self._stored([rejection], ctx)))
+        payload = parse_payload(body)
+        kept = kept_headers(headers)
+        raw_id = self._raw_ids(now)  # before the event's: evt_<the instant it was received>
+        failure: DomainError | None = None
+        event: ExternalEvent | None = None
+        if config is None:
+            failure = NotFound(
+                f"failed to ingest event: failed to get mapping for path {path}: mapping not found: serverops: not found"
+            )
+        else:
+            try:
+                event = self._map(
+                    config,
+                    payload,
+                    kept,
+                    now,
+                    f"failed to ingest event: failed to apply mapping for path {path}",
+                    "failed to ingest event: failed to append event",
+                )
+            except Unprocessable as error:
+                failure = error
+        appended = [self._log.mapper.to_stored_external(event)] if event is not None else []
+        for attempt in range(_INSERT_ATTEMPTS):
+            if attempt:
+                raw_id = self._raw_ids(now)
+            receipt = self._stored([RawEvent.receive(raw_id, format_ns(now), path, kept, payload)], ctx)
+            try:
+                positions = self._log.insert(receipt + appended)
+            except RecordConflictError:
+                if not appended:
+                    continue  # the raw id was taken (by another process): take the next one
+                try:
+                    positions = self._log.insert(receipt)  # keep the payload all the same
+                except RecordConflictError:
+                    continue
+                failure = Conflict(
+                    "failed to ingest event: failed to append event: libdb: unique constraint violation:"
+                    f" event '{event.id}' is already recorded"  # type: ignore[union-attr]
+                )
+            raw = raw_event_json(raw_id, positions[0], format_ns(now), path, kept, payload)
+            return (failure or raw), max(positions)
+        raise Conflict("failed to ingest event: no free raw event id; try again")
+
+    def _map(
+        self,
+        config: MappingConfig,
+        payload: dict,
+        headers: Mapping[str, str],
+        now: int,
+        apply_prefix: str,
+        append_prefix: str,
+    ) -> ExternalEvent:
+        """The event the mapping makes of a payload, checked as any appended event is."""
+        try:
+            event = apply_mapping(config, payload, headers, now, lambda: self._raw_ids(now))
+        except Unprocessable as error:
+            raise Unprocessable(f"{apply_prefix}: {error.message}", param=error.param) from None
+        try:
+            event.validate(now)
+        except Unprocessable as error:
+            raise Unprocessable(f"{append_prefix}: {error.message}", param=error.param) from None
+        return event
+
+    def _mapping(self, path: str) -> MappingConfig | None:
+        mapping = self._log.get(EventMapping, path)
+        return None if mapping is None or mapping.deleted else mapping.config
+
+    def _verify(self, config: MappingConfig, body: bytes, headers: Mapping[str, str], now_ns: int) -> None:
+        try:
+            secret = self._open(config.sealed_secret)
+        except SecretsUnavailable as error:
+            raise Unauthorized(f"the mapping's signature secret cannot be used ({error}); set it again") from None
+        verify(config.signature_scheme, secret, config.header_name, body, headers, now_ns // 1_000_000_000)
+
+    def _open(self, sealed: str) -> str:
+        if self._secrets is None:
+            raise SecretsUnavailable("no secrets key is configured (CHAINLOOM_SECRETS_KEY)")
+        return self._secrets.open(sealed)
+
+    # -- POST /replay --------------------------------------------------------
+
+    async def replay(self, nid: int, from_ns: int, to_ns: int) -> None:
+        """Map a kept raw event again with the current mapping, appending a new event."""
+        outcome, position = await self._run_blocking(self._replay, nid, from_ns, to_ns)
+        await self._answer(outcome, position)
+
+    def _replay(self, nid: int, from_ns: int, to_ns: int) -> tuple[None, int]:
+        found = self._log.read(after=nid - 1, limit=1) if nid > 0 else []
+        raw = found[0] if found else None
+        if (
+            raw is None
+            or raw["nid"] != nid
+            or raw["event_type"] != RAW_EVENT_RECEIVED
+            or raw["event_source"] != INTERNAL_EVENT_SOURCE
+            or not from_ns <= parse_ns(raw["data"]["receivedAt"]) <= to_ns
+        ):
+            raise NotFound(
+                f"failed to replay event: failed to get raw event (nid={nid}): not found: raw event not found"
+            )
+        data = raw["data"]
+        config = self._mapping(data["path"])
+        if config is None:
+            raise NotFound(
+                f"failed to replay event: failed to get mapping for path {data['path']}: mapping not found:"
+                " serverops: not found"
+            )
+        now = self._clock()
+        event = self._map(
+            config,
+            data["payload"],
+            data["headers"],
+            now,
+            f"failed to replay event: failed to apply mapping to raw event (nid={nid}, path={config.path})",
+            "failed to replay event: failed to append replayed domain event",
+        )
+        try:
+            positions = self._log.insert([self._log.mapper.to_stored_external(event)])
+        except RecordConflictError:
+            raise Conflict(
+                "failed to replay event: failed to append replayed domain event: libdb: unique constraint violation:"
+                f" event '{event.id}' is already recorded"
+            ) from None
+        return None, positions[0]
+
+    # -- mappings ------------------------------------------------------------
+
+    async def create_mapping(self, config: MappingConfig, secret: str | None, ctx: CommandContext) -> None:
+        def decide(log: EventLog) -> Decision[None]:
+            sealed = self._sealed(config, secret, None)
+            mapping = log.get(EventMapping, config.path) if config.path else None
+            if mapping is None:
+                mapping = EventMapping.create(sealed)
+            else:
+                mapping.recreate(sealed)
+            return Decision(None, [mapping])
+
+        await self._runner.run(decide, ctx)
+
+    async def update_mapping(self, config: MappingConfig, secret: str | None, ctx: CommandContext) -> None:
+        """A full replacement; an omitted ``signatureSecret`` keeps the one set before (if the scheme stays)."""
+
+        def decide(log: EventLog) -> Decision[None]:
+            mapping = log.get(EventMapping, config.path)
+            if mapping is None:
+                raise NotFound("not found: mapping not found")
+            mapping.ensure_exists()
+            mapping.update(self._sealed(config, secret, mapping.config))
+            return Decision(None, [mapping])
+
+        await self._runner.run(decide, ctx)
+
+    async def delete_mapping(self, path: str, ctx: CommandContext) -> None:
+        def decide(log: EventLog) -> Decision[None]:
+            mapping = log.get(EventMapping, path)
+            if mapping is None:
+                raise NotFound("not found: mapping not found")
+            mapping.delete()
+            return Decision(None, [mapping])
+
+        await self._runner.run(decide, ctx)
+
+    def _sealed(self, config: MappingConfig, secret: str | None, existing: MappingConfig | None) -> MappingConfig:
+        if not config.signature_scheme:
+            return replace(config, sealed_secret="")
+        if secret is not None:
+            replace(config, sealed_secret="(to be sealed)").validate()  # a bad configuration is told first
+            check_secret(config.signature_scheme, secret)
+            if self._secrets is None:
+                raise Unprocessable(
+                    "webhook signature secrets need a key: set CHAINLOOM_SECRETS_KEY", param="signatureSecret"
+                )
+            return replace(config, sealed_secret=self._secrets.seal(secret))
+        if existing is not None and existing.sealed_secret:
+            return replace(config, sealed_secret=existing.sealed_secret)
+        return replace(config, sealed_secret="")  # validation names the missing secret
+
+    # -- DELETE /events/type ---------------------------------------------------
+
+    async def delete_events(self, event_type: str, window: Any, ctx: CommandContext) -> None:
+        """Erase external events (and raw events) of a type in a window; refuse aggregates' events."""
+        head = await self._run_blocking(self._log.head)
+        await self._wait_for(head)  # the index then holds every event up to head
+        position = await self._run_blocking(self._delete_events, event_type, window, head, ctx)
+        await self._wait_for(position)
+
+    def _delete_events(self, event_type: str, window: Any, head: int, ctx: CommandContext) -> int:
+        rows = self._deletable.matching(event_type, window, head)
+        if event_type not in ERASABLE_INTERNAL_TYPES and any(
+            r["event_source"] == INTERNAL_EVENT_SOURCE for r in rows
+        ):
+            raise Forbidden(
+                f"events of type '{event_type}' in this window include chainloom's own events,"
+                " which aggregates are rebuilt from: they cannot be deleted"
+            )
+        audit = EventDeletion.record(
+            self._new_id(), event_type, format_ns(window.from_ns), format_ns(window.to_ns), head, len(rows)
+        )
+        return max(erase(self._log, [r["nid"] for r in rows], self._stored([audit], ctx)))
