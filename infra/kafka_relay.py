@@ -2,10 +2,10 @@
 
 Each step reads the events after the relay's tracked position, publishes them
 in chunks and, once Kafka has acknowledged a whole chunk (idempotent producer,
-``acks=all``), tracks the chunk's last ``nid`` beside the log (the library's
-tracking table in the log's database, as ``kafka-relay:<topic>``; with SQLite
-that keeps the relay's writes out of the read models' file, whose writers
-would otherwise collide with it). A chunk is sent as one
+``acks=all``), tracks the chunk's last ``nid`` as ``kafka-relay:<topic>`` in
+the library's tracking table: in PostgreSQL's, or with SQLite in a file of the
+relay's own (``relay.sqlite``), since a write to the log's or the read models'
+file would queue behind their writers' and stall the relay. A chunk is sent as one
 producer batch and flushed before the next one is sent, so it lands on the
 broker whole or not at all, and never after a later one: the topic holds the
 log in order, with no gaps. What a crash can leave is a chunk that Kafka
@@ -302,11 +302,19 @@ class RelayService:
         self._executor.shutdown(wait=True)
 
 
+def relay_tracking_env(settings: Settings) -> dict[str, str]:
+    """Where the relay tracks its position: the PostgreSQL database, or a SQLite file of its own."""
+    env = settings.event_store_env()
+    if not settings.uses_postgres:
+        env["SQLITE_DBNAME"] = str(settings.data_dir / "relay.sqlite")
+    return env
+
+
 def open_relay(settings: Settings, log_: EventLog) -> RelayService:
     """The relay of the configured log and topic (it opens its tracking store when it first runs)."""
     relay = KafkaRelay(
         log_,
-        settings.event_store_env(),
+        relay_tracking_env(settings),
         relay_lock(settings),
         bootstrap=settings.kafka_bootstrap,
         topic=settings.kafka_events_topic,
