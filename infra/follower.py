@@ -23,8 +23,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RunBlocking = Callable[..., Awaitable[Any]]
-# A step processes the next batch; returns (position reached, whether more may follow).
-Step = Callable[[], tuple[int, bool]]
+# A step processes the next batch; returns (position reached, whether more may follow, *anything else).
+Step = Callable[[], tuple[Any, ...]]
 
 
 class Behind(Exception):
@@ -41,14 +41,17 @@ class Follower:
         idle_poll: float | None,
         behind: type[Behind] = Behind,
         what: str = "followers",
+        on_step: Callable[[tuple[Any, ...]], None] | None = None,
     ) -> None:
-        """``idle_poll=None``: step only when poked or while someone waits (nothing to notice otherwise)."""
+        """``idle_poll=None``: step only when poked or while someone waits (nothing to notice otherwise).
+        ``on_step(result)`` is called on the event loop with each step's result, once waits are released."""
         self._step = step
         self._run_blocking = run_blocking
         self._name = name
         self._idle_poll = idle_poll
         self._behind = behind
         self._what = what
+        self._on_step = on_step
         self._position = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
@@ -105,7 +108,7 @@ class Follower:
         while not self._stopping:
             self._wakeup.clear()
             try:
-                position, more = await self._run_blocking(self._step)
+                result = await self._run_blocking(self._step)
             except Exception:
                 # Another process may have tracked first (the transaction was dropped
                 # whole), or a store or broker is briefly unavailable: retry, slowing down.
@@ -114,7 +117,13 @@ class Follower:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
+            position, more = result[0], result[1]
             self._advance(position)
+            if self._on_step is not None:
+                try:
+                    self._on_step(result)
+                except Exception:
+                    log.exception("%s: step listener failed", self._name)
             if more or self._stopping:
                 continue
             timeout = self._idle_poll

@@ -9,12 +9,12 @@ their positions tracked in one read-store transaction. Commands wait on
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from infra.eventlog import EventLog
+from infra.follower import Behind, Follower
 from infra.readstore import ReadStore
 from projections.base import Event, Projector
 
@@ -25,7 +25,7 @@ RunBlocking = Callable[..., Awaitable[Any]]
 Listener = Callable[[list[Event]], None]
 
 
-class ReadModelsBehind(Exception):
+class ReadModelsBehind(Behind):
     """The read models did not reach a command's write within the allowed time."""
 
 
@@ -46,14 +46,13 @@ class ProjectionRunner:
         self._names = [p.name for p in self._projectors]
         self._run_blocking = run_blocking
         self._batch_size = batch_size
-        self._idle_poll = idle_poll
         self._position = 0  # every projector has processed the log up to here
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self._live_after = 0  # events up to here were in the log before this runner started
-        self._stopping = False
+        self._follower = Follower(
+            self._process_batch, run_blocking, name="projection-runner", idle_poll=idle_poll,
+            behind=ReadModelsBehind, what="read models", on_step=lambda result: self._tell_listeners(result[2]),
+        )
 
     # -- blocking part (worker threads, CLI) --------------------------------
 
@@ -109,26 +108,19 @@ class ProjectionRunner:
                     self._store.reset(cursor, projector.name)
         return self.catch_up(only=names, progress=progress)
 
-    # -- async part (the service) -------------------------------------------
+    # -- async part (the service): the one follower loop (infra/follower.py) -----
 
     @property
     def position(self) -> int:
-        return self._position
+        return max(self._position, self._follower.position)
 
     async def start(self) -> None:
         await self._run_blocking(self.setup)
-        self._task = asyncio.create_task(self._follow(), name="projection-runner")
+        self._follower.start(self._position)
 
     async def stop(self) -> None:
         """Stop following; returns once no batch is in flight (so the stores can be closed)."""
-        self._stopping = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        for _, waiter in self._waiters:
-            waiter.cancel()
-        self._waiters.clear()
+        await self._follower.stop()
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(events)`` on the event loop with each batch of new events once it is applied
@@ -137,47 +129,11 @@ class ProjectionRunner:
 
     def poke(self) -> None:
         """Something was appended: read the log now rather than at the next poll."""
-        self._wakeup.set()
+        self._follower.poke()
 
     async def wait_for(self, position: int | None, timeout: float) -> None:
         """Return once every read model has processed the log up to ``position``."""
-        if position is None or position <= self._position:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((position, waiter))
-        self.poke()
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            raise ReadModelsBehind(
-                f"read models did not reach position {position} within {timeout:g}s (at {self._position})"
-            ) from None
-        finally:
-            if not waiter.done():
-                waiter.cancel()
-
-    async def _follow(self) -> None:
-        backoff = 0.05
-        while not self._stopping:
-            self._wakeup.clear()
-            try:
-                position, more, events = await self._run_blocking(self._process_batch)
-            except Exception:
-                # Another process may have tracked first (the transaction was dropped
-                # whole), or the store is briefly unavailable: retry, slowing down.
-                log.exception("projection batch failed; retrying in %.2fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.05
-            self._advance(position)
-            self._tell_listeners(events)
-            if more or self._stopping:
-                continue
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), self._idle_poll)
-            except TimeoutError:
-                pass
+        await self._follower.wait_for(position, timeout)
 
     def _tell_listeners(self, events: list[Event]) -> None:
         live = [event for event in events if event["nid"] > self._live_after]
@@ -189,15 +145,3 @@ class ProjectionRunner:
                 listener(live)
             except Exception:
                 log.exception("projection listener failed")
-
-    def _advance(self, position: int) -> None:
-        self._position = max(self._position, position)
-        pending = []
-        for target, waiter in self._waiters:
-            if waiter.done():
-                continue
-            if target <= self._position:
-                waiter.set_result(None)
-            else:
-                pending.append((target, waiter))
-        self._waiters = pending
