@@ -36,6 +36,7 @@ from domain.eventsource.mappings import EventMapping, MappingConfig, apply_mappi
 from domain.eventsource.signatures import check_secret, verify
 from infra.erasure import erase
 from infra.eventlog import EventLog
+from infra.groupcommit import GroupCommit
 from infra.secrets import SecretBox, SecretsUnavailable
 from infra.timefmt import format_ns, parse_ns
 
@@ -64,6 +65,44 @@ class RawIds:
         with self._lock:
             self._last = max(now_ns, self._last + 1)
             return f"evt_{self._last}"
+
+
+class MappingCache:
+    """Mappings in force, each kept for ``ttl`` seconds after it was read from the log.
+
+    A change made through this process clears the cache before it is answered,
+    so it holds for the very next webhook; one made by another process is seen
+    within ``ttl`` (the reference runtime waited up to 3 s). ``POST /sync``
+    clears it too. A generation counter keeps a read that raced with a
+    change from storing what it read before the change.
+    """
+
+    def __init__(self, load: Callable[[str], MappingConfig | None], ttl: float = 1.0, max_entries: int = 10_000) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[MappingConfig | None, float]] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> MappingConfig | None:
+        now = time.monotonic()
+        entry = self._entries.get(path)
+        if entry is not None and now - entry[1] < self._ttl:
+            return entry[0]
+        generation = self._generation
+        config = self._load(path)
+        with self._lock:
+            if generation == self._generation:
+                if len(self._entries) >= self._max_entries:
+                    self._entries.clear()
+                self._entries[path] = (config, now)
+        return config
+
+    def clear(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
 
 
 def parse_payload(body: bytes) -> dict[str, Any]:
@@ -119,6 +158,9 @@ class EventSourceCommands:
         self._clock = clock or (lambda: time.time_ns())  # looked up per call, so tests can pin it
         self._new_id = new_id
         self._raw_ids = RawIds()
+        # Independent appends arriving together share a transaction (see infra.groupcommit).
+        self._insert = GroupCommit(log.insert).insert
+        self._mappings = MappingCache(self._mapping_in_log)
 
     # -- the log -------------------------------------------------------------
 
@@ -164,7 +206,7 @@ class EventSourceCommands:
         event.validate(now)
         stored = self._log.mapper.to_stored_external(event)
         try:
-            positions = await self._run_blocking(self._log.insert, [stored])
+            positions = await self._run_blocking(self._insert, [stored])
         except RecordConflictError:
             raise Conflict(f"libdb: unique constraint violation: event '{event.id}' is already recorded") from None
         await self._wait_for(positions[0])
@@ -191,7 +233,7 @@ class EventSourceCommands:
         raw_id = raw_id or self._new_id()
         receipt = RawEvent.receive(raw_id, received_at, path, headers, payload)
         try:
-            positions = await self._run_blocking(self._log.insert, self._stored([receipt], ctx))
+            positions = await self._run_blocking(self._insert, self._stored([receipt], ctx))
         except RecordConflictError:
             raise Conflict(f"libdb: unique constraint violation: raw event '{raw_id}' is already recorded") from None
         await self._wait_for(positions[0])
@@ -207,14 +249,14 @@ class EventSourceCommands:
         self, path: str, body: bytes, headers: Mapping[str, str], ctx: CommandContext
     ) -> tuple[Json | DomainError, int | None]:
         now = self._clock()
-        config = self._mapping(path)
+        config = self._mappings.get(path)
         if config is not None and config.signature_scheme:
             try:
                 self._verify(config, body, headers, now)
             except Unauthorized as refusal:
                 digest = hashlib.sha256(body).hexdigest()
                 rejection = WebhookDelivery.reject(self._new_id(), path, refusal.message, format_ns(now), len(body), digest)
-                return refusal, max(self._log.insert(self._stored([rejection], ctx)))
+                return refusal, max(self._insert(self._stored([rejection], ctx)))
         payload = parse_payload(body)
         kept = kept_headers(headers)
         raw_id = self._raw_ids(now)  # before the event's: evt_<the instant it was received>
@@ -242,12 +284,12 @@ class EventSourceCommands:
                 raw_id = self._raw_ids(now)
             receipt = self._stored([RawEvent.receive(raw_id, format_ns(now), path, kept, payload)], ctx)
             try:
-                positions = self._log.insert(receipt + appended)
+                positions = self._insert(receipt + appended)
             except RecordConflictError:
                 if not appended:
                     continue  # the raw id was taken (by another process): take the next one
                 try:
-                    positions = self._log.insert(receipt)  # keep the payload all the same
+                    positions = self._insert(receipt)  # keep the payload all the same
                 except RecordConflictError:
                     continue
                 failure = Conflict(
@@ -278,9 +320,13 @@ class EventSourceCommands:
             raise Unprocessable(f"{append_prefix}: {error.message}", param=error.param) from None
         return event
 
-    def _mapping(self, path: str) -> MappingConfig | None:
-        mapping = self._log.get(EventMapping, path)
-        return None if mapping is None or mapping.deleted else mapping.config
+    def _mapping_in_log(self, path: str) -> MappingConfig | None:
+        """The mapping in force: every mapping event but Deleted carries the whole configuration,
+        so the latest one is read (fresh across processes, without replaying the aggregate)."""
+        latest = self._log.last_event(EventMapping, path)
+        if latest is None or isinstance(latest, EventMapping.Deleted):
+            return None
+        return MappingConfig.from_state(latest.config)
 
     def _verify(self, config: MappingConfig, body: bytes, headers: Mapping[str, str], now_ns: int) -> None:
         try:
@@ -315,7 +361,7 @@ class EventSourceCommands:
                 f"failed to replay event: failed to get raw event (nid={nid}): not found: raw event not found"
             )
         data = raw["data"]
-        config = self._mapping(data["path"])
+        config = self._mappings.get(data["path"])
         if config is None:
             raise NotFound(
                 f"failed to replay event: failed to get mapping for path {data['path']}: mapping not found:"
@@ -331,7 +377,7 @@ class EventSourceCommands:
             "failed to replay event: failed to append replayed domain event",
         )
         try:
-            positions = self._log.insert([self._log.mapper.to_stored_external(event)])
+            positions = self._insert([self._log.mapper.to_stored_external(event)])
         except RecordConflictError:
             raise Conflict(
                 "failed to replay event: failed to append replayed domain event: libdb: unique constraint violation:"
@@ -351,7 +397,7 @@ class EventSourceCommands:
                 mapping.recreate(sealed)
             return Decision(None, [mapping])
 
-        await self._runner.run(decide, ctx)
+        await self._changed_mapping(decide, ctx)
 
     async def update_mapping(self, config: MappingConfig, secret: str | None, ctx: CommandContext) -> None:
         """A full replacement; an omitted ``signatureSecret`` keeps the one set before (if the scheme stays)."""
@@ -364,7 +410,7 @@ class EventSourceCommands:
             mapping.update(self._sealed(config, secret, mapping.config))
             return Decision(None, [mapping])
 
-        await self._runner.run(decide, ctx)
+        await self._changed_mapping(decide, ctx)
 
     async def delete_mapping(self, path: str, ctx: CommandContext) -> None:
         def decide(log: EventLog) -> Decision[None]:
@@ -374,7 +420,17 @@ class EventSourceCommands:
             mapping.delete()
             return Decision(None, [mapping])
 
-        await self._runner.run(decide, ctx)
+        await self._changed_mapping(decide, ctx)
+
+    async def _changed_mapping(self, decide: Callable[[EventLog], Decision[None]], ctx: CommandContext) -> None:
+        try:
+            await self._runner.run(decide, ctx)
+        finally:
+            self._mappings.clear()
+
+    def sync_mappings(self) -> None:
+        """``POST /sync``: forget the mappings read so far (the next webhook reads them again)."""
+        self._mappings.clear()
 
     def _sealed(self, config: MappingConfig, secret: str | None, existing: MappingConfig | None) -> MappingConfig:
         if not config.signature_scheme:

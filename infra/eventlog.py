@@ -51,6 +51,14 @@ class EventLog:
         assert isinstance(aggregate, aggregate_class), aggregate
         return aggregate
 
+    def last_event(self, aggregate_class: type[A], key: str) -> Any | None:
+        """The latest domain event of an aggregate, or None: one indexed read, no replay, no lock.
+
+        For aggregates whose every event carries the whole state (a mapping's configuration).
+        """
+        latest = self.recorder.select_events(aggregate_class.stream_id(key), desc=True, limit=1)
+        return self.mapper.to_domain_event(latest[0]) if latest else None
+
     def save(self, *aggregates: Aggregate, metadata: Mapping[str, Any] | None = None) -> int | None:
         """Append the pending events of all aggregates in one transaction.
 

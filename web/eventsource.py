@@ -365,5 +365,7 @@ async def delete_mapping(request: web.Request) -> web.Response:
 
 @routes.post("/sync")
 async def sync_mappings(request: web.Request) -> web.Response:
-    """Kept for clients of the reference: mappings are always read fresh, so there is nothing to refresh."""
+    """Refreshes the mappings ingest uses (changes made through this process apply at once anyway;
+    this makes changes made through another process apply now rather than within a second)."""
+    _commands(request).sync_mappings()
     return json_response("mappings synchronized")

@@ -349,3 +349,19 @@ async def test_replay_needs_the_raw_event_in_the_window_and_a_mapping(client):
     status, body = await call(client, "POST", "/replay", params=inside)
     assert_error(status, body, 404, "failed to get mapping for path /hooks/github: mapping not found")
     assert len(await events_of(client, "github.event")) == 1
+
+
+async def test_a_mapping_changed_through_another_process_applies_after_sync(client, settings):
+    """Two service instances on one store: the second sees the first's change at once after POST /sync."""
+    await map_path(client, eventTypeField="")
+    async with TestClient(TestServer(create_app(settings))) as other:
+        status, raw = await ingest(other, PUSH)
+        assert status == 201
+        status, _ = await call(client, "PUT", "/mapping", GITHUB | {"eventTypeField": "", "eventType": "github.changed"},
+                               params={"path": "/hooks/github"})
+        assert status == 200
+        status, body = await call(other, "POST", "/sync")
+        assert (status, body) == (200, "mappings synchronized")
+        status, raw = await ingest(other, PUSH)
+        assert status == 201
+    assert len(await events_of(client, "github.changed")) == 1

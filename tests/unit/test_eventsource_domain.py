@@ -336,3 +336,43 @@ def test_credentials_are_not_kept_with_raw_events():
 
     headers = CIMultiDict([("X-API-Key", "k"), ("Authorization", "Bearer t"), ("Cookie", "c"), ("X-A", "1"), ("X-A", "2")])
     assert kept_headers(headers) == {"X-A": "1, 2"}
+
+
+def test_the_mapping_cache_keeps_reads_for_a_while_and_forgets_them_on_change():
+    from commands.eventsource import MappingCache
+
+    stored = {"/p": mapping()}
+    loads = []
+
+    def load(path):
+        loads.append(path)
+        return stored.get(path)
+
+    cache = MappingCache(load, ttl=0.2)
+    assert cache.get("/p") == mapping() and cache.get("/p") == mapping() and loads == ["/p"]
+    assert cache.get("/unknown") is None and cache.get("/unknown") is None and loads == ["/p", "/unknown"]
+    stored["/p"] = mapping(version=2)  # changed elsewhere: seen once the entry is older than ttl
+    assert cache.get("/p").version == 1
+    import time
+
+    time.sleep(0.25)
+    assert cache.get("/p").version == 2
+    stored["/p"] = mapping(version=3)
+    cache.clear()  # changed here (or POST /sync): seen at once
+    assert cache.get("/p").version == 3
+
+
+def test_a_read_that_raced_with_a_change_is_not_kept():
+    from commands.eventsource import MappingCache
+
+    versions = iter([1, 2])
+
+    def load(path):
+        version = next(versions)
+        if version == 1:
+            cache.clear()  # a change lands while the first read is under way
+        return mapping(version=version)
+
+    cache = MappingCache(load, ttl=60)
+    assert cache.get("/p").version == 1  # the caller gets what it read...
+    assert cache.get("/p").version == 2  # ...but it was not kept
