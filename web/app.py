@@ -17,6 +17,7 @@ from infra.kafka_relay import RelayService, open_relay
 from infra.readstore import open_read_store
 from infra.secrets import open_secret_box
 from infra.settings import Settings
+from projections.live import LiveLog
 from projections.registry import all_projectors
 from projections.runner import ProjectionRunner
 from projections.tracked import TrackedProjections
@@ -79,8 +80,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     log = await pool.run(EventLog, settings.event_store_env())
     store, store_factory = await pool.run(open_read_store, settings.read_store_env())
     runner = _projections(settings, log, store, pool)
+    hub = app[EVENT_HUB]
+    live: LiveLog | None = None
     if isinstance(runner, ProjectionRunner):
-        runner.add_listener(app[EVENT_HUB].publish)  # live streams get each batch the runner applies
+        runner.add_listener(hub.publish)  # live streams get each batch the runner applies
+    else:  # the read models are kept elsewhere: follow the log for the live streams only
+        live = LiveLog(log, pool.run, hub.publish, hub.subscriber_count)
     # Webhook secrets are sealed with the configured key, or (embedded) a key file beside the SQLite files.
     key_file = None if settings.uses_postgres else settings.data_dir / "secrets.key"
     secrets = await pool.run(open_secret_box, settings.secrets_key, key_file)
@@ -92,12 +97,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     async def wait_for(position: int | None) -> None:
         if relay is not None:
             relay.poke()
+        if live is not None:
+            live.poke()
         await runner.wait_for(position, settings.projection_timeout)
 
     try:
         await runner.start()
         if relay is not None:
             relay.start()
+        if live is not None:
+            live.start()
         commands = CommandRunner(log, writer.run, wait_for)
         app[PROJECTIONS] = runner
         app[CATALOG_COMMANDS] = CatalogCommands(commands, CatalogMemberships(store), settings.embed_model)
@@ -110,6 +119,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         # Reverse order; no store call may be in flight when the stores close.
         if relay is not None:
             await relay.stop()
+        if live is not None:
+            await live.stop()
         await runner.stop()
         await asyncio.to_thread(writer.close)
         await asyncio.to_thread(pool.close)
