@@ -137,6 +137,16 @@ def raw_event_json(raw_id: str, nid: int, received_at: str, path: str, headers: 
     return raw
 
 
+def ingest_answer(event: Json, raw: Json) -> Json:
+    """What ``POST /ingest`` answers: the contract's ``eventstore_Event`` of the appended event, plus
+    what clients of the reference runtime read from its answer (the raw event's ``path``, ``payload``,
+    ``received_at``, ``headers``) and ``raw_id``/``raw_nid`` (what ``/replay`` takes)."""
+    answer = event | {"path": raw["path"], "received_at": raw["received_at"], "payload": raw["payload"]}
+    if "headers" in raw:
+        answer["headers"] = raw["headers"]
+    return answer | {"raw_id": raw["id"], "raw_nid": raw["nid"]}
+
+
 class EventSourceCommands:
     def __init__(
         self,
@@ -241,7 +251,7 @@ class EventSourceCommands:
 
     async def ingest(self, path: str, body: bytes, headers: Mapping[str, str], ctx: CommandContext) -> Json:
         """``POST /ingest``: verify the signature (if the mapping asks for one), keep the raw payload,
-        then append the event the mapping makes of it; answers the raw event."""
+        then append the event the mapping makes of it (see ``ingest_answer``)."""
         outcome, position = await self._run_blocking(self._ingest, path, body, headers, ctx)
         return await self._answer(outcome, position)
 
@@ -296,8 +306,11 @@ class EventSourceCommands:
                     "failed to ingest event: failed to append event: libdb: unique constraint violation:"
                     f" event '{event.id}' is already recorded"  # type: ignore[union-attr]
                 )
+            if failure is not None:
+                return failure, max(positions)
+            assert event is not None  # no failure: the mapping made an event
             raw = raw_event_json(raw_id, positions[0], format_ns(now), path, kept, payload)
-            return (failure or raw), max(positions)
+            return ingest_answer(event.envelope(format_ns(now)) | {"nid": positions[1]}, raw), max(positions)
         raise Conflict("failed to ingest event: no free raw event id; try again")
 
     def _map(

@@ -280,7 +280,9 @@ async def _read_webhook_body(request: web.Request, limit: int) -> bytes:
 async def ingest(request: web.Request) -> web.Response:
     """Ingests a webhook: keeps the raw payload, then appends the event its mapping (``?path=``) makes of it.
 
-    Answers the raw event (201). Unknown mapping → 404, a field the mapping needs that the payload lacks → 422
+    Answers (201) the appended event (``eventstore_Event``, as the contract says) with the raw event's
+    ``path``, ``payload``, ``received_at`` and ``headers`` (what clients of the reference read) and
+    ``raw_id``/``raw_nid``. Unknown mapping → 404, a field the mapping needs that the payload lacks → 422
     (the raw event is kept: fix the mapping and ``/replay``), a signature that does not verify → 401, a body
     over ``CHAINLOOM_INGEST_MAX_BYTES`` → 413.
     """
@@ -288,8 +290,8 @@ async def ingest(request: web.Request) -> web.Response:
     if not path:
         raise BadRequest(f"path query parameter is required: {_BAD_PATH_VALUE}", param="path")
     body = await _read_webhook_body(request, request.app[SETTINGS].ingest_max_bytes)
-    raw = await _commands(request).ingest(path, body, request.headers, command_context(request))
-    return json_response(raw, 201)
+    answer = await _commands(request).ingest(path, body, request.headers, command_context(request))
+    return json_response(answer, 201)
 
 
 def _replay_time(request: web.Request, name: str) -> int:

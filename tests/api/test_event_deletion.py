@@ -87,8 +87,9 @@ async def test_aggregate_events_cannot_be_deleted(client, settings):
 async def test_raw_payloads_can_be_erased_too(client):
     await call(client, "POST", "/mappings", {"path": "/h", "eventType": "t", "eventSource": "s", "aggregateType": "a",
                                              "aggregateIDField": "id", "version": 1})
-    status, raw = await call(client, "POST", "/ingest", {"id": "person-1", "name": "Ada"}, params={"path": "/h"})
+    status, answer = await call(client, "POST", "/ingest", {"id": "person-1", "name": "Ada"}, params={"path": "/h"})
     assert status == 201
+    status, [raw] = await call(client, "GET", "/raw-events")
     status, body = await call(client, "DELETE", "/events/type", params={"event_type": "t"} | EVER)
     assert status == 200
     status, raws = await call(client, "GET", "/raw-events", params=EVER)

@@ -80,9 +80,10 @@ async def test_ingested_and_internal_events_are_streamed_too(client):
     internal = await open_stream(client, "backend.created")
     await call(client, "POST", "/mappings", {"path": "/h", "eventType": "hook.received", "eventSource": "s",
                                              "aggregateType": "a", "aggregateIDField": "id", "version": 1})
-    status, raw = await call(client, "POST", "/ingest", {"id": "x-1"}, params={"path": "/h"})
+    status, answer = await call(client, "POST", "/ingest", {"id": "x-1"}, params={"path": "/h"})
     event = await ingested.next_event()
-    assert event["aggregate_id"] == "x-1" and event["nid"] == raw["nid"] + 1 and event["id"].startswith("evt_")
+    assert event["aggregate_id"] == "x-1" and event["nid"] == answer["nid"] and event["id"] == answer["id"]
+    assert event["nid"] == answer["raw_nid"] + 1 and event["id"].startswith("evt_")
     status, backend = await call(client, "POST", "/backends", {"name": "b", "baseUrl": "http://b", "type": "ollama"})
     event = await internal.next_event()
     assert event["aggregate_id"] == backend["id"] and event["event_source"] == "chainloom"
