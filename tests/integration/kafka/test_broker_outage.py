@@ -15,6 +15,7 @@ from infra.kafka_broker import LocalBroker
 from infra.settings import Settings
 from tests.integration.kafka.conftest import (
     assert_order_per_aggregate,
+    healthy,
     process_env,
     read_topic,
     wait_until,
@@ -52,14 +53,6 @@ class HttpWriter(threading.Thread):
         return len(self.acknowledged)
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.mark.timeout(240)
 def test_broker_stopped_and_killed_while_clients_write(
     settings: Settings, private_broker: LocalBroker, topic_prefix: str, processes
@@ -67,7 +60,7 @@ def test_broker_stopped_and_killed_while_clients_write(
     settings = settings.model_copy(update={"kafka_bootstrap": private_broker.bootstrap, "kafka_topic_prefix": topic_prefix})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     api = processes("serve", env=process_env(settings))  # embedded projections; the relay runs in the API
-    wait_until(lambda: api.assert_running() or _healthy(api.port), 60, "the API to start", interval=0.1)
+    wait_until(lambda: api.assert_running() or healthy(api.port), 60, "the API to start", interval=0.1)
 
     writer = HttpWriter(api.port)
     writer.start()

@@ -18,7 +18,7 @@ from infra.readstore import open_read_store
 from infra.settings import Settings
 from projections.registry import all_projectors
 from tests.conftest import POSTGRES_URL
-from tests.integration.kafka.conftest import process_env, wait_until
+from tests.integration.kafka.conftest import healthy, process_env, wait_until
 from web.app import create_app
 
 
@@ -137,14 +137,6 @@ def _request(port: int, method: str, path: str, body: dict | None = None) -> tup
         return error.code, json.loads(error.read() or b"{}")
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.mark.timeout(120)
 def test_read_your_writes_when_api_and_projector_worker_are_separate_processes(kafka_settings: Settings, processes):
     kafka_settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +146,7 @@ def test_read_your_writes_when_api_and_projector_worker_are_separate_processes(k
     def up() -> bool:
         api.assert_running()
         worker.assert_running()
-        return _healthy(api.port)
+        return healthy(api.port)
 
     wait_until(up, 60, "the API to start (its start-up writes wait for the worker)", interval=0.1)
 

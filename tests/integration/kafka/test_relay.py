@@ -44,6 +44,12 @@ async def test_every_event_arrives_once_in_log_order(kafka_settings: Settings):
         assert (await client.delete(f"/backends/{backend_ids[1]}")).status == 200
         group = await client.post("/groups", json={"name": "g", "purposeType": "Internal Tasks"})
         assert group.status == 201, await group.text()
+        # Events clients append (the same aggregate and version twice is allowed for them).
+        for data in ({"email": "a@b.c"}, {"email": "d@e.f"}):
+            external = {"event_type": "user.created", "event_source": "auth", "aggregate_type": "user",
+                        "aggregate_id": "u-1", "version": 1, "data": data}
+            response = await client.post("/events", json=external)
+            assert response.status == 201, await response.text()
 
     expected = log_events(kafka_settings)
     records: list = []
@@ -54,12 +60,16 @@ async def test_every_event_arrives_once_in_log_order(kafka_settings: Settings):
     # Exactly once, in the log's order (so in order per aggregate), and nothing more arrives.
     assert events == expected
     assert_order_per_aggregate(events)
-    assert {e["event_type"] for e in events} >= {"backend.created", "backend.updated", "backend.deleted", "group.created"}
+    assert {e["event_type"] for e in events} >= {
+        "backend.created", "backend.updated", "backend.deleted", "group.created", "user.created"
+    }
+    assert [e["data"] for e in events if e["event_source"] == "auth"] == [{"email": "a@b.c"}, {"email": "d@e.f"}]
     for record, event in zip(records, events, strict=True):
         assert record.key == f"{event['aggregate_type']}:{event['aggregate_id']}".encode() == record_key(event)
         assert header(record.headers, "nid") == str(event["nid"]).encode()
         assert header(record.headers, "event_id") == event["id"].encode()
         assert header(record.headers, "event_type") == event["event_type"].encode()
+        assert header(record.headers, "event_source") == event["event_source"].encode()
         assert header(record.headers, "content-type") == b"application/json"
         assert record.partition == 0
 
