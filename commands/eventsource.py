@@ -31,6 +31,7 @@ from domain.eventsource.events import (
     ExternalEvent,
     RawEvent,
     WebhookDelivery,
+    check_json,
 )
 from domain.eventsource.mappings import EventMapping, MappingConfig, apply_mapping
 from domain.eventsource.signatures import check_secret, verify
@@ -109,10 +110,14 @@ def parse_payload(body: bytes) -> dict[str, Any]:
     """A webhook body: one JSON object, whatever the Content-Type says (422 otherwise)."""
     try:
         value = json.loads(body, parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise Unprocessable(f"invalid JSON payload: {error}") from None
     if not isinstance(value, dict):
         raise Unprocessable(f"invalid JSON payload: expected a JSON object, got {type(value).__name__}")
+    try:
+        check_json(value, "payload")
+    except Unprocessable as error:
+        raise Unprocessable(f"invalid JSON payload: {error.message}") from None
     return value
 
 
@@ -130,7 +135,7 @@ def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return kept
 
 
-def raw_event_json(raw_id: str, nid: int, received_at: str, path: str, headers: dict, payload: dict) -> Json:
+def _raw_answer(raw_id: str, nid: int, received_at: str, path: str, headers: dict, payload: dict) -> Json:
     raw: Json = {"id": raw_id, "nid": nid, "received_at": received_at, "path": path, "payload": payload}
     if headers:
         raw["headers"] = headers
@@ -247,7 +252,7 @@ class EventSourceCommands:
         except RecordConflictError:
             raise Conflict(f"libdb: unique constraint violation: raw event '{raw_id}' is already recorded") from None
         await self._wait_for(positions[0])
-        return raw_event_json(raw_id, positions[0], received_at, path, headers, payload)
+        return _raw_answer(raw_id, positions[0], received_at, path, headers, payload)
 
     async def ingest(self, path: str, body: bytes, headers: Mapping[str, str], ctx: CommandContext) -> Json:
         """``POST /ingest``: verify the signature (if the mapping asks for one), keep the raw payload,
@@ -309,7 +314,7 @@ class EventSourceCommands:
             if failure is not None:
                 return failure, max(positions)
             assert event is not None  # no failure: the mapping made an event
-            raw = raw_event_json(raw_id, positions[0], format_ns(now), path, kept, payload)
+            raw = _raw_answer(raw_id, positions[0], format_ns(now), path, kept, payload)
             return ingest_answer(event.envelope(format_ns(now)) | {"nid": positions[1]}, raw), max(positions)
         raise Conflict("failed to ingest event: no free raw event id; try again")
 

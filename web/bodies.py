@@ -39,7 +39,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise Unprocessable("empty request body")
     try:
         value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise Unprocessable(f"invalid JSON body: {error}") from None
     if not isinstance(value, dict):
         raise Unprocessable("the request body must be a JSON object")

@@ -8,7 +8,6 @@ an oversized webhook body, 401 for a webhook signature that does not verify.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -16,6 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.errors import BadRequest, Unprocessable
+from domain.eventsource.events import check_json
 from domain.eventsource.mappings import MappingConfig
 from infra.timefmt import parse_ns
 from queries.eventsource import Window, parse_limit, parse_raw_limit, required
@@ -101,11 +101,8 @@ def _queries(request: web.Request):
 
 
 def _json_value(value: Any, name: str) -> Any:
-    """Refuse NaN and Infinity, which the JSON parser lets through but no client could read back."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except ValueError:
-        raise Unprocessable(f"invalid value for '{name}': NaN and Infinity are not JSON", param=name) from None
+    """Refuse NaN and Infinity (the JSON parser lets them through) and too deep nesting."""
+    check_json(value, name)
     return value
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -37,6 +38,28 @@ _DAY_NS = 86_400 * 1_000_000_000
 MAX_RAW_ID_LENGTH = 256
 # Versions are 64-bit signed integers (as in the reference runtime and the read models).
 MAX_VERSION = 2**63 - 1
+
+
+# Deepest nesting of JSON values the log takes (deeper ones could not be written back out everywhere).
+MAX_JSON_DEPTH = 100
+
+
+def check_json(value: Any, name: str) -> None:
+    """Refuse JSON values no reader could take back: NaN or Infinity, nesting deeper than MAX_JSON_DEPTH."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise Unprocessable(f"invalid value for '{name}': NaN and Infinity are not JSON", param=name)
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise Unprocessable(f"invalid value for '{name}': nested deeper than {MAX_JSON_DEPTH} levels", param=name)
+        pending.extend((child, depth + 1) for child in children)
 
 
 def check_text(value: str, name: str) -> None:

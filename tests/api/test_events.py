@@ -79,6 +79,17 @@ async def test_events_outside_ten_minutes_are_too_old_or_too_new(client):
     await post(client, created_at=ago(-9))
 
 
+async def test_too_deeply_nested_values_are_refused(client):
+    nested: dict = {}
+    for _ in range(150):
+        nested = {"a": nested}
+    status, body = await call(client, "POST", "/events", event(data=nested))
+    assert_error(status, body, 422, "nested deeper than 100 levels")
+    status, body = await call(client, "POST", "/events", b'{"data":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert_error(status, body, 422)
+    await post(client, data={"a": {"b": [[[1]]]}})
+
+
 async def test_bodies_that_are_not_json_objects_are_refused(client):
     status, body = await call(client, "POST", "/events", b"{not json")
     assert_error(status, body, 422)

@@ -159,7 +159,11 @@ async def test_an_aggregate_id_that_resolves_to_empty_fails_at_append(client):
     assert len(await raw_events(client)) == 1
 
 
-@pytest.mark.parametrize("body", [b"", b"{not json", b"[1, 2]", b'"text"', b"null", b'{"a": NaN}'])
+DEEP = b'{"a":' * 200 + b"1" + b"}" * 200
+VERY_DEEP = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+
+
+@pytest.mark.parametrize("body", [b"", b"{not json", b"[1, 2]", b'"text"', b"null", b'{"a": NaN}', DEEP, VERY_DEEP])
 async def test_bodies_that_are_not_one_json_object_are_422_and_not_kept(client, body):
     await map_path(client)
     status, answer = await ingest(client, body)

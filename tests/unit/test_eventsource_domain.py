@@ -326,9 +326,23 @@ def test_raw_ids_are_unix_nanoseconds_and_never_repeat():
 
 def test_webhook_bodies_must_be_one_json_object():
     assert parse_payload(b'{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
-    for body in (b"", b"[1]", b'"s"', b"null", b"{bad", b'{"a": NaN}', b"\xff\xfe"):
+    deep = b'{"a":' * 101 + b"1" + b"}" * 101
+    for body in (b"", b"[1]", b'"s"', b"null", b"{bad", b'{"a": NaN}', b'{"a": -Infinity}', b"\xff\xfe", deep):
         with pytest.raises(Unprocessable, match="invalid JSON payload"):
             parse_payload(body)
+
+
+def test_json_values_the_log_takes():
+    from domain.eventsource.events import check_json
+
+    nested: list = []
+    for _ in range(98):
+        nested = [nested]
+    check_json({"k": nested}, "data")  # 100 levels: the object and 99 lists
+    with pytest.raises(Unprocessable, match="nested deeper than 100"):
+        check_json({"k": [nested]}, "data")
+    with pytest.raises(Unprocessable, match="NaN"):
+        check_json({"k": [1.0, float("inf")]}, "data")
 
 
 def test_credentials_are_not_kept_with_raw_events():
