@@ -25,12 +25,14 @@ MAX_LIMIT = 1000
 DAY_NS = 86_400 * 1_000_000_000
 _UNPROCESSABLE = "serverops: unprocessable entity"
 _LIMIT = re.compile(r"^\+?[0-9]+$")
+# Times are kept as 64-bit nanoseconds (years 1677 to 2262); bounds beyond are clamped.
+_NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
 
 
 def parse_time(text: str, name: str) -> int:
     """An RFC 3339 query value with a zone designator → nanoseconds (422 naming the parameter)."""
     try:
-        return parse_ns(text)
+        return min(max(parse_ns(text), _NS_MIN), _NS_MAX)
     except ValueError:
         raise Unprocessable(f"invalid '{name}' time format, expected RFC3339 {_UNPROCESSABLE}", param=name) from None
 

@@ -110,9 +110,12 @@ def _time_field(text: str | None, name: str) -> int | None:
     if text is None:
         return None
     try:
-        return parse_ns(text)
+        ns = parse_ns(text)
     except ValueError:
         raise Unprocessable(f"invalid value for '{name}': expected an RFC 3339 time with a zone", param=name) from None
+    if not -(2**63) <= ns < 2**63:
+        raise Unprocessable(f"invalid value for '{name}': times must lie between the years 1678 and 2261", param=name)
+    return ns
 
 
 def _query(request: web.Request, name: str) -> str:

@@ -199,6 +199,8 @@ async def test_event_types_are_distinct_sorted_and_capped(client):
     assert len(types) == 2
     status, types = await call(client, "GET", "/events/types", params={"from": ago(-1), "to": ago(-2)})
     assert types == []
+    status, types = await call(client, "GET", "/events/types", params={"from": "0001-01-01T00:00:00Z", "to": "9999-01-01T00:00:00Z"})
+    assert status == 200 and "zeta.done" in types
 
 
 @pytest.mark.parametrize(

@@ -264,6 +264,8 @@ async def test_raw_events_can_be_posted_listed_and_read(client):
     assert listed == [new]
     status, listed = await call(client, "GET", "/raw-events", params={"from": "2000-01-01T00:00:00Z"})
     assert listed == [new, old]
+    status, listed = await call(client, "GET", "/raw-events", params={"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59Z"})
+    assert listed == [new, old]  # bounds beyond what times can hold are clamped
     window = {"from": "2000-01-01T00:00:00Z", "to": format_ns(time.time_ns())}
     status, one = await call(client, "GET", f"/raw-events/{old['nid']}", params=window)
     assert one == old
@@ -285,6 +287,7 @@ async def test_raw_events_can_be_posted_listed_and_read(client):
         ({"path": "/p", "payload": [1]}, 422, "payload"),
         ({"path": "/p", "payload": {}, "headers": {"a": 1}}, 422, "headers"),
         ({"path": "/p", "payload": {}, "received_at": "today"}, 422, "received_at"),
+        ({"path": "/p", "payload": {}, "received_at": "2300-01-01T00:00:00Z"}, 422, "between the years"),
         ({"path": "/p", "payload": {}, "id": "x" * 300}, 422, "id longer than"),
     ],
 )
