@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -44,8 +45,9 @@ from infra.timefmt import format_ns, parse_ns
 Json = dict[str, Any]
 RunBlocking = Callable[..., Awaitable[Any]]
 
-# Credentials of the request itself are never kept with a raw event.
-UNKEPT_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+# Credentials sent with a webhook are never kept with its raw event: Authorization,
+# cookies, API keys, and secret tokens some senders put in a header (X-Gitlab-Token).
+UNKEPT_HEADER = re.compile(r"authorization|cookie|token|secret|password|passwd|api[-_]?key|private[-_]?key|credential", re.I)
 _INSERT_ATTEMPTS = 3
 
 
@@ -129,7 +131,7 @@ def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Request headers as a raw event keeps them: one value per name (repeats joined), no credentials."""
     kept: dict[str, str] = {}
     for name, value in headers.items():
-        if name.lower() in UNKEPT_HEADERS:
+        if UNKEPT_HEADER.search(name):
             continue
         kept[name] = f"{kept[name]}, {value}" if name in kept else value
     return kept

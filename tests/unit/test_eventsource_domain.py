@@ -348,8 +348,26 @@ def test_json_values_the_log_takes():
 def test_credentials_are_not_kept_with_raw_events():
     from multidict import CIMultiDict
 
-    headers = CIMultiDict([("X-API-Key", "k"), ("Authorization", "Bearer t"), ("Cookie", "c"), ("X-A", "1"), ("X-A", "2")])
-    assert kept_headers(headers) == {"X-A": "1, 2"}
+    headers = CIMultiDict([
+        ("X-API-Key", "k"), ("Authorization", "Bearer t"), ("Cookie", "c"), ("X-Gitlab-Token", "s3cret"),
+        ("X-Webhook-Secret", "s"), ("X-A", "1"), ("X-A", "2"), ("X-Hub-Signature-256", "sha256=ab"),
+    ])
+    assert kept_headers(headers) == {"X-A": "1, 2", "X-Hub-Signature-256": "sha256=ab"}
+
+
+def test_the_relay_publishes_raw_payloads_as_they_came_but_still_guards_chainloom_secrets():
+    from infra.kafka_log import SecretInClear, check_no_clear_secrets
+
+    raw = {"event_source": "chainloom", "event_type": "raw_event.received",
+           "data": {"path": "/slack", "headers": {"X-Slack-Token": "t"}, "payload": {"token": "verification", "a": [{"secret": "x"}]}}}
+    check_no_clear_secrets(raw)  # a webhook's own fields named token/secret are its data
+    with pytest.raises(SecretInClear):
+        check_no_clear_secrets(raw | {"data": raw["data"] | {"token": "clear"}})
+    mapping_event = {"event_source": "chainloom", "event_type": "mapping.created",
+                     "data": {"config": {"sealed_secret": "v1:" + base64.b64encode(b"x" * 40).decode()}}}
+    check_no_clear_secrets(mapping_event)
+    with pytest.raises(SecretInClear):
+        check_no_clear_secrets({**mapping_event, "data": {"config": {"sealed_secret": "hunter2"}}})
 
 
 def test_the_mapping_cache_keeps_reads_for_a_while_and_forgets_them_on_change():
