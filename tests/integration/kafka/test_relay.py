@@ -147,3 +147,30 @@ def test_relay_killed_mid_stream_loses_nothing(kafka_settings: Settings, process
     # Duplicates are copies of one chunk at most (published, not yet tracked, when killed).
     assert duplicates <= 3 * 1000
     print(f"relay killed after {kills} appends; {duplicates} duplicates on the topic")
+
+
+@pytest.mark.timeout(180)
+def test_one_relay_publishes_and_a_standby_takes_over(kafka_settings: Settings, processes):
+    """Two relays on one log: one publishes (no copies from the other), and when it dies the other goes on."""
+    kafka_settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env = process_env(kafka_settings)
+    relays = [processes("relay", env=env), processes("relay", env=env)]
+    appender = Appender(kafka_settings, backends=200, updates=4, pause=0.02)  # 1,000 events
+    appender.start()
+    topic = kafka_settings.kafka_events_topic
+    both_running = read_topic(kafka_settings.kafka_bootstrap, topic, lambda got: len(got) >= 300, timeout=60)
+    for relay in relays:
+        relay.assert_running()
+    assert without_duplicates(both_running)[1] == 0, "both relays published"
+    relays[0].kill()  # the active one or the standby: either way the log must get through
+    appender.join(120)
+    assert appender.error is None, appender.error
+
+    expected = log_events(kafka_settings)
+    events = read_topic(
+        kafka_settings.kafka_bootstrap, topic,
+        lambda got: bool(got) and max(e["nid"] for e in got) >= expected[-1]["nid"], timeout=90,
+    )
+    kept, duplicates = without_duplicates(events)
+    assert kept == expected
+    assert duplicates <= 1000  # at most the chunk the killed relay had not tracked; never a second stream
