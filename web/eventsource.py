@@ -21,7 +21,7 @@ from infra.timefmt import parse_ns
 from queries.eventsource import Window, parse_limit, parse_raw_limit, required
 from web.bodies import json_response, read_body, with_body
 from web.keys import EVENT_HUB, EVENTSOURCE_COMMANDS, EVENTSOURCE_QUERIES, SETTINGS
-from web.middleware import command_context
+from web.middleware import REQUEST_ID, REQUEST_ID_HEADER, command_context
 from web.sse import stream
 
 routes = web.RouteTableDef()
@@ -224,6 +224,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         f"connected to event stream for type: {event_type}",
         settings.sse_keepalive,
         hub.unsubscribe,
+        {REQUEST_ID_HEADER: request.get(REQUEST_ID, "")},  # sent before the middleware could add it
     )
 
 

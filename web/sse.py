@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -110,6 +110,7 @@ async def stream(
     greeting: str,
     keepalive: float,
     unsubscribe: Callable[[Subscription], None],
+    headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """Answer with an SSE stream of the subscription's frames until the client leaves.
 
@@ -117,7 +118,7 @@ async def stream(
     ``: ping`` comments keep idle connections open. The subscription is
     released however the stream ends.
     """
-    response = web.StreamResponse(headers=SSE_HEADERS)
+    response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
     try:
         await response.prepare(request)
         await response.write(f": {greeting}\n\n".encode())

@@ -44,8 +44,8 @@ class Stream:
 
 
 async def open_stream(client, event_type: str = "order.placed") -> Stream:
-    response = await client.get(f"/events/stream/{event_type}")
-    assert response.status == 200
+    response = await client.get(f"/events/stream/{event_type}", headers={"X-Request-ID": "sse-1"})
+    assert response.status == 200 and response.headers["X-Request-ID"] == "sse-1"
     assert response.headers["Content-Type"] == "text/event-stream"
     assert response.headers["Cache-Control"] == "no-cache"
     assert response.headers["Access-Control-Allow-Origin"] == "*"
