@@ -10,6 +10,8 @@ import re
 from datetime import datetime, timedelta, timezone
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Stored times are 64-bit nanoseconds (years 1677 to 2262).
+NS_MIN, NS_MAX = -(2**63), 2**63 - 1
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -52,3 +54,8 @@ def parse_ns(text: str) -> int:
         tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
     moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=tz)
     return to_ns(moment) + int((fraction or "").ljust(9, "0"))
+
+
+def clamp_ns(ns: int) -> int:
+    """A time bound (cursor, window edge) brought into the range stored times can have."""
+    return min(max(ns, NS_MIN), NS_MAX)

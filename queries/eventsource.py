@@ -16,23 +16,20 @@ from typing import Any
 
 from domain.errors import NotFound, Unprocessable
 from infra.readstore import ReadStore, Row
-from infra.timefmt import format_ns, parse_ns
+from infra.timefmt import clamp_ns, format_ns, parse_ns
+from queries.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 Json = dict[str, Any]
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 DAY_NS = 86_400 * 1_000_000_000
 _UNPROCESSABLE = "serverops: unprocessable entity"
 _LIMIT = re.compile(r"^\+?[0-9]+$")
-# Times are kept as 64-bit nanoseconds (years 1677 to 2262); bounds beyond are clamped.
-_NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
 
 
 def parse_time(text: str, name: str) -> int:
     """An RFC 3339 query value with a zone designator → nanoseconds (422 naming the parameter)."""
     try:
-        return min(max(parse_ns(text), _NS_MIN), _NS_MAX)
+        return clamp_ns(parse_ns(text))
     except ValueError:
         raise Unprocessable(f"invalid '{name}' time format, expected RFC3339 {_UNPROCESSABLE}", param=name) from None
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.errors import BadRequest, Unprocessable
-from infra.timefmt import parse_ns
+from infra.timefmt import NS_MAX, clamp_ns, parse_ns
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-_FAR_FUTURE_NS = 2**62
 
 
 @dataclass(frozen=True)
 class Page:
     limit: int = DEFAULT_LIMIT
-    before_ns: int = _FAR_FUTURE_NS
+    before_ns: int = NS_MAX
 
     @classmethod
     def parse(cls, limit: str | None, cursor: str | None) -> Page:
@@ -35,10 +34,10 @@ class Page:
                 raise Unprocessable("serverops: unprocessable entity: limit must be positive", param="limit")
             if page_limit > MAX_LIMIT:
                 raise BadRequest("limit exceeds maximum allowed value", param="limit")
-        before = _FAR_FUTURE_NS
+        before = NS_MAX
         if cursor:
             try:
-                before = parse_ns(cursor)
+                before = clamp_ns(parse_ns(cursor))
             except ValueError:
                 raise Unprocessable(
                     "serverops: unprocessable entity: invalid cursor format, expected RFC3339Nano", param="cursor"

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.errors import BadRequest, Unprocessable
 from domain.eventsource.events import check_json
 from domain.eventsource.mappings import MappingConfig
-from infra.timefmt import parse_ns
+from infra.timefmt import NS_MAX, NS_MIN, parse_ns
 from queries.eventsource import Window, parse_limit, parse_raw_limit, required
 from web.bodies import json_response, read_body, with_body
 from web.keys import EVENT_HUB, EVENTSOURCE_COMMANDS, EVENTSOURCE_QUERIES, SETTINGS
@@ -113,7 +113,7 @@ def _time_field(text: str | None, name: str) -> int | None:
         ns = parse_ns(text)
     except ValueError:
         raise Unprocessable(f"invalid value for '{name}': expected an RFC 3339 time with a zone", param=name) from None
-    if not -(2**63) <= ns < 2**63:
+    if not NS_MIN <= ns <= NS_MAX:
         raise Unprocessable(f"invalid value for '{name}': times must lie between the years 1678 and 2261", param=name)
     return ns
 

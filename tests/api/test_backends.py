@@ -106,3 +106,10 @@ async def test_delete_cascades_group_assignments(client):
     # name and URL are free again, and the groups accept a new backend
     again = await create_backend(client)
     assert await call(client, "POST", f"/backend-affinity/internal_chat_group/backends/{again['id']}") == (201, "backend assigned")
+
+
+async def test_cursors_far_in_the_future_or_past_are_bounds_not_errors(client):
+    backend = await create_backend(client)
+    status, page = await call(client, "GET", "/backends", params={"cursor": "9999-12-31T23:59:59.999999999Z"})
+    assert status == 200 and [b["id"] for b in page] == [backend["id"]]
+    assert await call(client, "GET", "/backends", params={"cursor": "0001-01-01T00:00:00Z"}) == (200, [])
