@@ -21,6 +21,7 @@ from eventsourcing.utils import Environment
 
 from domain.base import Aggregate
 from infra.envelope import EnvelopeMapper
+from infra.schema import schema_lock
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -29,8 +30,9 @@ AGGREGATE_CACHE_SIZE = 10_000
 
 class EventLog:
     def __init__(self, env: Mapping[str, str], mapper: EnvelopeMapper | None = None) -> None:
-        self.factory = InfrastructureFactory.construct(Environment(env=dict(env)))
-        self.recorder: ApplicationRecorder = self.factory.application_recorder()
+        with schema_lock(env):
+            self.factory = InfrastructureFactory.construct(Environment(env=dict(env)))
+            self.recorder: ApplicationRecorder = self.factory.application_recorder()
         self.mapper = mapper or EnvelopeMapper()
         # Aggregates are cached and fast-forwarded with the events written since
         # (by this or another process), so a busy aggregate — a group with

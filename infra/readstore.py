@@ -19,6 +19,8 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 
+from infra.schema import LOCK_IN_TRANSACTION, LOCK_NAME, schema_lock, uses_postgres
+
 Row = dict[str, Any]
 
 
@@ -83,6 +85,9 @@ class ReadStoreMixin:
         """
         self._insert_tracking(cursor.raw, Tracking(name, position))  # type: ignore[attr-defined]
 
+    def lock_schema(self, cursor: SqlCursor) -> None:
+        """Serialise table creation in this transaction with other processes' (infra/schema.py)."""
+
     def reset(self, cursor: SqlCursor, name: str) -> None:
         cursor.execute(f"DELETE FROM {self.tracking_table} WHERE application_name = ?", (name,))
 
@@ -96,13 +101,17 @@ class PostgresReadStore(ReadStoreMixin, PostgresTrackingRecorder):
     placeholder = "%s"
     tracking_table = "notification_tracking"
 
+    def lock_schema(self, cursor: SqlCursor) -> None:
+        cursor.execute(LOCK_IN_TRANSACTION, (LOCK_NAME,))
+
 
 ReadStore = SQLiteReadStore | PostgresReadStore
 
 
 def open_read_store(env: Mapping[str, str]) -> tuple[ReadStore, InfrastructureFactory]:
     """The read store for a factory environment (same keys as the log's), and its factory to close."""
-    factory = InfrastructureFactory.construct(Environment(env=dict(env)))
-    store_class = PostgresReadStore if "postgres" in env.get("PERSISTENCE_MODULE", "") else SQLiteReadStore
-    store = factory.tracking_recorder(store_class)  # type: ignore[arg-type]
+    with schema_lock(env):
+        factory = InfrastructureFactory.construct(Environment(env=dict(env)))
+        store_class = PostgresReadStore if uses_postgres(env) else SQLiteReadStore
+        store = factory.tracking_recorder(store_class)  # type: ignore[arg-type]
     return store, factory

@@ -11,11 +11,11 @@ which no external producer may claim): an event a client appends through
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from infra.envelope import INTERNAL_EVENT_SOURCE
-from infra.readstore import SqlCursor
+from infra.readstore import ReadStore, SqlCursor
 
 Event = dict[str, Any]
 Handler = Callable[[Any, SqlCursor, Event], None]
@@ -65,3 +65,10 @@ class Projector:
         handler = self._handlers.get(event["event_type"])
         if handler is not None:
             handler(self, cursor, event)
+
+
+def create_tables(store: ReadStore, cursor: SqlCursor, projectors: Sequence[Projector]) -> None:
+    """Create the projectors' tables (idempotent), serialised with other processes doing the same."""
+    store.lock_schema(cursor)
+    for projector in projectors:
+        projector.create(cursor)

@@ -10,18 +10,15 @@ their positions tracked in one read-store transaction. Commands wait on
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
 
 from infra.eventlog import EventLog
-from infra.follower import Behind, Follower
+from infra.follower import Behind, Follower, RunBlocking
 from infra.readstore import ReadStore
-from projections.base import Event, Projector
+from projections.base import Event, Projector, create_tables
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-RunBlocking = Callable[..., Awaitable[Any]]
 Listener = Callable[[list[Event]], None]
 
 
@@ -58,8 +55,7 @@ class ProjectionRunner:
 
     def setup(self) -> None:
         with self._store.transaction() as cursor:
-            for projector in self._projectors:
-                projector.create(cursor)
+            create_tables(self._store, cursor, self._projectors)
             self._position = min(self._store.positions(cursor, self._names).values())
         self._live_after = self._log.head()
 
@@ -100,12 +96,12 @@ class ProjectionRunner:
 
     def rebuild(self, names: Sequence[str], progress: Callable[[int], None] | None = None) -> int:
         """Drop the named read models and build them again from position 0."""
+        chosen = [p for p in self._projectors if p.name in names]
         with self._store.transaction() as cursor:
-            for projector in self._projectors:
-                if projector.name in names:
-                    projector.drop(cursor)
-                    projector.create(cursor)
-                    self._store.reset(cursor, projector.name)
+            for projector in chosen:
+                projector.drop(cursor)
+                self._store.reset(cursor, projector.name)
+            create_tables(self._store, cursor, chosen)
         return self.catch_up(only=names, progress=progress)
 
     # -- async part (the service): the one follower loop (infra/follower.py) -----

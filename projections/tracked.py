@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from infra.follower import Follower, RunBlocking
 from infra.readstore import ReadStore
-from projections.base import Projector
+from projections.base import Projector, create_tables
 from projections.runner import ReadModelsBehind
 
 
@@ -31,8 +31,7 @@ class TrackedProjections:
     def setup(self) -> int:
         """Create the read models' tables (so queries work before a worker has run); return the position."""
         with self._store.transaction() as cursor:
-            for projector in self._projectors:
-                projector.create(cursor)
+            create_tables(self._store, cursor, self._projectors)
             return min(self._store.positions(cursor, self._names).values())
 
     def read_position(self) -> tuple[int, bool]:
