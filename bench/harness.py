@@ -112,3 +112,56 @@ async def drive(
         await asyncio.gather(*(worker(w) for w in range(workers)))
         timings.elapsed = time.perf_counter() - started
     return timings
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    failures: int  # non-2xx answers and socket errors
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def line(self, label: str, unit: str = "req") -> str:
+        failed = f", {self.failures} FAILED" if self.failures else ""
+        return (
+            f"{label:<38} {self.rate:9.0f} {unit}/s   p50 {self.p50_ms:7.2f} ms   p99 {self.p99_ms:7.2f} ms"
+            f"   (n={self.requests}{failed})"
+        )
+
+
+def wrk(base: str, lua: str, *, seconds: float = 5, connections: int = 16) -> WrkResult:
+    """Load the service with wrk (a C load generator, so the client takes little of the machine).
+
+    ``lua`` is a wrk script (its ``request`` function builds each request).
+    """
+    import re
+    import shutil
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed (Debian package 'wrk'; bench/run installs it)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", script.name, base],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+
+    def latency(percentile: str) -> float:
+        value, unit = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    requests, took = re.search(r"(\d+) requests in ([\d.]+)(?:s|ms)", out).groups()
+    failures = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if errors:
+        failures += sum(int(n) for n in errors.groups())
+    seconds_taken = float(took) / (1000 if re.search(r"requests in [\d.]+ms", out) else 1)
+    return WrkResult(int(requests), seconds_taken, latency("50"), latency("99"), failures)

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     # How long a command waits for the read models to reach its write (read-your-writes).
     projection_timeout: float = Field(5.0, gt=0, validation_alias=_env("PROJECTION_TIMEOUT"))
     max_body_bytes: int = Field(100 * 1024 * 1024, gt=0, validation_alias=_env("MAX_BODY_BYTES"))
-    db_threads: int = Field(8, ge=1, validation_alias=_env("DB_THREADS"))
+    db_threads: int = Field(4, ge=1, validation_alias=_env("DB_THREADS"))
     postgres_pool_size: int = Field(10, ge=1, validation_alias=_env("POSTGRES_POOL_SIZE"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
 

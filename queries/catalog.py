@@ -8,6 +8,7 @@ from typing import Any
 from domain.errors import NotFound
 from infra.readstore import ReadStore, Row
 from infra.timefmt import format_ns
+from queries.cache import ReadCache
 from queries.pagination import Page
 
 Json = dict[str, Any]
@@ -76,12 +77,14 @@ class CatalogMemberships:
 
 
 class CatalogQueries:
-    def __init__(self, store: ReadStore, run_blocking: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(self, store: ReadStore, run_blocking: Callable[..., Awaitable[Any]], cache: ReadCache) -> None:
         self._store = store
         self._run_blocking = run_blocking
+        self._cache = cache
 
     async def _rows(self, sql: str, *params: Any) -> list[Row]:
-        return await self._run_blocking(self._store.query, sql, params)
+        # Rows are shared by the cache: build responses from them, never change them.
+        return await self._cache.get((sql, params), lambda: self._run_blocking(self._store.query, sql, params))
 
     async def _one(self, sql: str, *params: Any) -> Row:
         rows = await self._rows(sql, *params)

@@ -21,6 +21,7 @@ from projections.live import LiveLog
 from projections.registry import all_projectors
 from projections.runner import ProjectionRunner
 from projections.tracked import TrackedProjections
+from queries.cache import ReadCache
 from queries.catalog import CatalogMemberships, CatalogQueries
 from queries.eventsource import EventIndex, EventSourceQueries
 from web import catalog, eventsource, system
@@ -110,7 +111,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         commands = CommandRunner(log, writer.run, wait_for)
         app[PROJECTIONS] = runner
         app[CATALOG_COMMANDS] = CatalogCommands(commands, CatalogMemberships(store), settings.embed_model)
-        app[CATALOG_QUERIES] = CatalogQueries(store, pool.run)
+        # Remember query results while the read models stand still (only where this process moves them).
+        cache = ReadCache((lambda: runner.position) if isinstance(runner, ProjectionRunner) else None)
+        app[CATALOG_QUERIES] = CatalogQueries(store, pool.run, cache)
         app[EVENTSOURCE_COMMANDS] = EventSourceCommands(commands, log, pool.run, wait_for, EventIndex(store), secrets)
         app[EVENTSOURCE_QUERIES] = EventSourceQueries(store, pool.run)
         await app[CATALOG_COMMANDS].seed_internal_groups(default_models(settings), settings.tenancy)
