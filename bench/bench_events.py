@@ -18,13 +18,14 @@ import json
 import os
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Timings, drive, service  # noqa: E402
+from bench.harness import Timings, service, wrk  # noqa: E402
 
 PAYLOAD_BYTES = 512
 MAPPING = {
@@ -38,34 +39,43 @@ MAPPING = {
 }
 
 
-def payload(w: int, i: int) -> dict:
-    """A webhook body of exactly PAYLOAD_BYTES bytes of JSON."""
-    body = {"order": {"id": f"o-{w}-{i}", "customer": f"c-{i % 97}", "total": 12.5 * i}, "note": ""}
-    body["note"] = "x" * (PAYLOAD_BYTES - len(json.dumps(body).encode()))
-    return body
+# wrk scripts: each request carries a distinct order id and exactly PAYLOAD_BYTES of JSON.
+PAD = f"""
+counter = 0
+function padded(head, tail)
+  return head .. string.rep("x", {PAYLOAD_BYTES} - #head - #tail) .. tail
+end
+function order()
+  counter = counter + 1
+  return '{{"order":{{"id":"o-' .. counter .. '","customer":"c-' .. (counter % 97) .. '","total":' .. counter .. '.5}},"note":"'
+end
+"""
+
+INGEST = PAD + """
+request = function()
+  local body = padded(order(), '"}')
+  return wrk.format("POST", "/ingest?path=/bench/hook",
+    {["Content-Type"] = "application/json", ["X-Trace-Id"] = "t" .. counter}, body)
+end
+"""
+
+APPEND = PAD + """
+request = function()
+  local data = padded(order(), '"}')
+  local body = '{"event_type":"bench.appended","event_source":"bench","aggregate_type":"order",'
+    .. '"aggregate_id":"o-' .. counter .. '","version":1,"data":' .. data .. '}'
+  return wrk.format("POST", "/events", {["Content-Type"] = "application/json"}, body)
+end
+"""
 
 
-async def throughput(base: str, workers: int, total: int) -> None:
-    async with aiohttp.ClientSession(base_url=base) as session:
-        async with session.post("/mappings", json=MAPPING) as response:
-            assert response.status == 201, await response.text()
-
-    async def ingest(session: aiohttp.ClientSession, w: int, i: int) -> int:
-        data = json.dumps(payload(w, i)).encode()
-        async with session.post("/ingest", params={"path": MAPPING["path"]}, data=data, headers={"X-Trace-Id": f"t{i}"}) as r:
-            assert r.status == 201, await r.text()
-        return 1
-
-    print((await drive(workers, total // workers, ingest, base)).line("POST /ingest (512 B payload)", "ev"))
-
-    async def append(session: aiohttp.ClientSession, w: int, i: int) -> int:
-        body = {"event_type": "bench.appended", "event_source": "bench", "aggregate_type": "order",
-                "aggregate_id": f"o-{w}-{i}", "version": 1, "data": payload(w, i)}
-        async with session.post("/events", json=body) as r:
-            assert r.status == 201, await r.text()
-        return 1
-
-    print((await drive(workers, total // workers, append, base)).line("POST /events (512 B data)", "ev"))
+def throughput(base: str, seconds: float) -> None:
+    request = urllib.request.Request(
+        base + "/mappings", data=json.dumps(MAPPING).encode(), headers={"Content-Type": "application/json"}
+    )
+    assert urllib.request.urlopen(request).status == 201
+    print(wrk(base, INGEST, seconds=seconds).line("POST /ingest (512 B payload)", "ev"))
+    print(wrk(base, APPEND, seconds=seconds).line("POST /events (512 B data)", "ev"))
 
 
 async def sse_latency(base: str, subscribers: int, events: int, interval: float) -> Timings:
@@ -113,17 +123,16 @@ async def sse_latency(base: str, subscribers: int, events: int, interval: float)
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--workers", type=int, default=16, help="concurrent clients for the throughput runs")
-    parser.add_argument("--events", type=int, default=4000, help="events per throughput run")
+    parser.add_argument("--seconds", type=float, default=6, help="length of each throughput run")
     parser.add_argument("--sse-events", type=int, default=40, help="events streamed per SSE run")
     parser.add_argument("--sse-interval", type=float, default=0.05, help="seconds between streamed events")
     parser.add_argument("--postgres", default=os.environ.get("CHAINLOOM_PG_URL", ""), help="PostgreSQL URL (also run there)")
     args = parser.parse_args()
     stores = [("SQLite", "")] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
     for label, url in stores:
-        print(f"== {label}: {args.workers} concurrent clients, {args.events} events per run")
+        print(f"== {label}: wrk, 16 connections, {args.seconds:g} s per run")
         with service(url) as base:
-            asyncio.run(throughput(base, args.workers, args.events))
+            throughput(base, args.seconds)
     print(f"== SSE delivery (SQLite; {args.sse_events} events, one every {args.sse_interval * 1000:.0f} ms)")
     with service("") as base:
         for subscribers in (100, 1000):
