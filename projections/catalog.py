@@ -11,6 +11,18 @@ def _at(event: Event) -> int:
     return parse_ns(event["created_at"])
 
 
+def _model_fields(data: dict) -> tuple:
+    """A declaration's fields in the column order (model, context_length, can_chat … can_stream)."""
+    return (
+        data["model"],
+        data["contextLength"],
+        data["canChat"],
+        data["canEmbed"],
+        data["canPrompt"],
+        data["canStream"],
+    )
+
+
 class CatalogProjector(Projector):
     name = "catalog"
     tables = ("backends", "models", "affinity_groups", "group_backends", "group_models")
@@ -66,19 +78,9 @@ class CatalogProjector(Projector):
     def model_declared(self, cursor: SqlCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
-            "INSERT INTO models (id, model, context_length, can_chat, can_embed, can_prompt, can_stream,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event["aggregate_id"],
-                data["model"],
-                data["contextLength"],
-                data["canChat"],
-                data["canEmbed"],
-                data["canPrompt"],
-                data["canStream"],
-                _at(event),
-                _at(event),
-            ),
+            "INSERT INTO models (model, context_length, can_chat, can_embed, can_prompt, can_stream,"
+            " id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*_model_fields(data), event["aggregate_id"], _at(event), _at(event)),
         )
 
     @on("model.updated")
@@ -87,16 +89,7 @@ class CatalogProjector(Projector):
         cursor.execute(
             "UPDATE models SET model = ?, context_length = ?, can_chat = ?, can_embed = ?, can_prompt = ?,"
             " can_stream = ?, updated_at = ? WHERE id = ?",
-            (
-                data["model"],
-                data["contextLength"],
-                data["canChat"],
-                data["canEmbed"],
-                data["canPrompt"],
-                data["canStream"],
-                _at(event),
-                event["aggregate_id"],
-            ),
+            (*_model_fields(data), _at(event), event["aggregate_id"]),
         )
 
     @on("model.deleted")
