@@ -27,6 +27,8 @@ class CommandContext:
 
     actor: str = "anonymous"
     request_id: str = ""
+    # A webhook delivery that came without the API key: only a verified signature lets it in.
+    signature_required: bool = False
 
     def metadata(self) -> dict[str, Any]:
         return {"actor": self.actor, "request_id": self.request_id, "correlation_id": self.request_id}

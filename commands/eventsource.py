@@ -267,6 +267,9 @@ class EventSourceCommands:
     ) -> tuple[Json | DomainError, int | None]:
         now = self._clock()
         config = self._mappings.get(path)
+        if ctx.signature_required and (config is None or not config.signature_scheme):
+            # No key, and no signature that could stand in for it: nothing is kept.
+            return Unauthorized("missing API key: send it in the X-API-Key header, or sign the delivery"), None
         if config is not None and config.signature_scheme:
             try:
                 self._verify(config, body, headers, now)

@@ -16,9 +16,13 @@ from web.errors import error_response
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _PUBLIC_PATHS = frozenset({"/health", "/version"})
+# Webhook senders (GitHub …) cannot send our key: a delivery without one goes on,
+# marked, and is accepted only if its mapping checks signatures and it verifies.
+_SIGNED_PATHS = frozenset({"/ingest"})
 
 REQUEST_ID = web.RequestKey("request_id", str)
 ACTOR = web.RequestKey("actor", str)
+SIGNATURE_REQUIRED = web.RequestKey("signature_required", bool)
 
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -50,7 +54,10 @@ async def request_id_middleware(request: web.Request, handler) -> web.StreamResp
 
 
 def token_middleware(token: str):
-    """Require ``X-API-Key`` (``Bearer `` prefix tolerated) on every route but /health and /version."""
+    """Require ``X-API-Key`` (``Bearer `` prefix tolerated) on every route but /health and /version.
+
+    A webhook delivery to /ingest without a key goes on to be judged by its signature.
+    """
     expected = token.encode()
 
     @web.middleware
@@ -60,6 +67,10 @@ def token_middleware(token: str):
         offered = request.headers.get("X-API-Key", "").strip()
         if offered[:7].lower() == "bearer ":
             offered = offered[7:].strip()
+        if not offered and request.path in _SIGNED_PATHS:
+            request[ACTOR] = "webhook"
+            request[SIGNATURE_REQUIRED] = True
+            return await handler(request)
         if not offered:
             return error_response(401, "missing API key: send it in the X-API-Key header")
         if not hmac.compare_digest(offered.encode(), expected):
@@ -71,4 +82,8 @@ def token_middleware(token: str):
 
 
 def command_context(request: web.Request) -> CommandContext:
-    return CommandContext(actor=request.get(ACTOR, "anonymous"), request_id=request.get(REQUEST_ID, ""))
+    return CommandContext(
+        actor=request.get(ACTOR, "anonymous"),
+        request_id=request.get(REQUEST_ID, ""),
+        signature_required=request.get(SIGNATURE_REQUIRED, False),
+    )

@@ -377,3 +377,37 @@ async def test_a_mapping_changed_through_another_process_applies_after_sync(clie
         status, raw = await ingest(other, PUSH)
         assert status == 201
     assert len(await events_of(client, "github.changed")) == 1
+
+
+async def test_with_an_api_token_a_verified_signature_stands_in_for_the_key(tmp_path):
+    """GitHub cannot send X-API-Key: a signed delivery gets in on its signature, anything else is refused."""
+    secret = "It's a Secret to Everybody"
+    settings = make_settings(
+        "sqlite", tmp_path, api_token="t0ken", secrets_key=base64.b64encode(b"k" * 32).decode()
+    )
+    key = {"X-API-Key": "t0ken"}
+    async with TestClient(TestServer(create_app(settings))) as client:
+        signed_mapping = GITHUB | {"eventTypeField": "", "signatureScheme": "hmac-sha256", "signatureSecret": secret}
+        status, _ = await call(client, "POST", "/mappings", signed_mapping, headers=key)
+        assert status == 201
+        unsigned = GITHUB | {"path": "/hooks/unsigned", "eventTypeField": ""}
+        assert (await call(client, "POST", "/mappings", unsigned, headers=key))[0] == 201
+        body = json.dumps(PUSH).encode()
+
+        status, answer = await ingest(client, body, headers=signed(secret, body))
+        assert status == 201 and answer["aggregate_id"] == "octo/hello"
+
+        status, error = await ingest(client, body, headers=signed("wrong", body))
+        assert_error(status, error, 401, "invalid webhook signature")
+        status, error = await ingest(client, body, path="/hooks/unsigned")
+        assert_error(status, error, 401, "missing API key")
+        status, error = await ingest(client, body, path="/hooks/nowhere")
+        assert_error(status, error, 401, "missing API key")
+        status, error = await ingest(client, body, headers=signed(secret, body) | {"X-API-Key": "wrong"})
+        assert_error(status, error, 401, "invalid API key")
+        # only the signed delivery was kept; the key still opens everything else
+        status, raws = await call(client, "GET", "/raw-events", headers=key)
+        assert status == 200 and [r["path"] for r in raws] == ["/hooks/github"]
+        status, _ = await call(client, "GET", "/raw-events")
+        assert status == 401
+        assert (await ingest(client, body, path="/hooks/unsigned", headers=key))[0] == 201
