@@ -165,7 +165,7 @@ class LocalBroker:
             return
         self.state["cluster_id"] = self.state.get("cluster_id") or _cluster_id()
         result = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", self.state["cluster_id"], "-c", str(properties)),
+            self._java("kafka.tools.StorageTool", "format", f"--cluster-id={self.state['cluster_id']}", "-c", str(properties)),
             capture_output=True, text=True,
         )
         if result.returncode != 0:
@@ -261,10 +261,15 @@ class LocalBroker:
 
 
 def _cluster_id() -> str:
-    # What `kafka-storage.sh random-uuid` prints: a UUID in URL-safe base64 without padding.
+    # What `kafka-storage.sh random-uuid` prints: a UUID in URL-safe base64 without padding —
+    # and, like Kafka's own Uuid.randomUuid(), never one starting with "-", which the
+    # storage tool's argument parser would take for an option (1 in 64 ids did).
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _metadata_round_trip(bootstrap: str) -> bool:
