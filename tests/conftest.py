@@ -8,6 +8,7 @@ they fail instead, so CI can never pass on SQLite alone.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -37,6 +38,16 @@ def store_kind(request) -> str:
             pytest.fail("CHAINLOOM_TEST_DATABASE_URL is not set but PostgreSQL tests are required")
         pytest.skip("no PostgreSQL (set CHAINLOOM_TEST_DATABASE_URL or run scripts/test)")
     return request.param
+
+
+# A fixed key sealing webhook secrets in tests (PostgreSQL has no key file to fall back on).
+TEST_SECRETS_KEY = base64.b64encode(b"k" * 32).decode()
+
+
+@pytest.fixture
+def keyed_settings(settings: Settings) -> Settings:
+    """``settings`` with a secrets key, for tests of signed webhook mappings."""
+    return settings.model_copy(update={"secrets_key": TEST_SECRETS_KEY})
 
 
 def make_settings(store_kind: str, data_dir: Path, **overrides) -> Settings:

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from infra.eventlog import EventLog
 from infra.timefmt import format_ns, parse_ns
 from tests.api.helpers import assert_error, call
-from tests.conftest import make_settings
+from tests.conftest import TEST_SECRETS_KEY, make_settings
 from web.app import create_app
 
 GITHUB = {
@@ -45,8 +45,8 @@ HEADERS = {"X-GitHub-Event": "push", "X-GitHub-Delivery": "d-42", "X-API-Key": "
 
 
 @pytest.fixture
-def settings(settings):
-    return settings.model_copy(update={"secrets_key": base64.b64encode(b"k" * 32).decode()})
+def settings(keyed_settings):
+    return keyed_settings
 
 
 async def map_path(client, **changes) -> dict:
@@ -383,7 +383,7 @@ async def test_with_an_api_token_a_verified_signature_stands_in_for_the_key(tmp_
     """GitHub cannot send X-API-Key: a signed delivery gets in on its signature, anything else is refused."""
     secret = "It's a Secret to Everybody"
     settings = make_settings(
-        "sqlite", tmp_path, api_token="t0ken", secrets_key=base64.b64encode(b"k" * 32).decode()
+        "sqlite", tmp_path, api_token="t0ken", secrets_key=TEST_SECRETS_KEY
     )
     key = {"X-API-Key": "t0ken"}
     async with TestClient(TestServer(create_app(settings))) as client:

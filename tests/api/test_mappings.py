@@ -1,6 +1,5 @@
 """Mapping CRUD (/mappings, /mapping, /sync): event-sourced, secrets never answered in clear."""
 
-import base64
 
 import pytest
 
@@ -29,9 +28,8 @@ ANSWERED = MAPPING | {
 
 
 @pytest.fixture
-def settings(settings):
-    """A configured secrets key (PostgreSQL has no key file to fall back on)."""
-    return settings.model_copy(update={"secrets_key": base64.b64encode(b"k" * 32).decode()})
+def settings(keyed_settings):
+    return keyed_settings
 
 
 async def create(client, **fields) -> dict:
