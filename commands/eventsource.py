@@ -23,7 +23,7 @@ from eventsourcing.persistence import RecordConflictError, StoredEvent
 
 from commands.base import CommandContext, CommandRunner, Decision
 from domain.base import Aggregate
-from domain.errors import Conflict, DomainError, Forbidden, NotFound, Unauthorized, Unprocessable
+from domain.errors import Conflict, DomainError, Forbidden, NotFound, TooLarge, Unauthorized, Unprocessable
 from domain.eventsource.events import (
     ERASABLE_INTERNAL_TYPES,
     INTERNAL_EVENT_SOURCE,
@@ -32,10 +32,10 @@ from domain.eventsource.events import (
     ExternalEvent,
     RawEvent,
     WebhookDelivery,
-    check_json,
 )
 from domain.eventsource.mappings import EventMapping, MappingConfig, apply_mapping
 from domain.eventsource.signatures import check_secret, verify
+from domain.storable import check_storable
 from infra.erasure import erase
 from infra.eventlog import EventLog
 from infra.groupcommit import GroupCommit
@@ -117,9 +117,9 @@ def parse_payload(body: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Unprocessable(f"invalid JSON payload: expected a JSON object, got {type(value).__name__}")
     try:
-        check_json(value, "payload")
+        check_storable(value, "payload")
     except Unprocessable as error:
-        raise Unprocessable(f"invalid JSON payload: {error.message}") from None
+        raise Unprocessable(f"invalid JSON payload: {error.message}", param=error.param) from None
     return value
 
 
@@ -128,13 +128,28 @@ def _no_constant(name: str) -> Any:
 
 
 def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Request headers as a raw event keeps them: one value per name (repeats joined), no credentials."""
+    """Request headers as a raw event keeps them: one value per name (repeats joined), no credentials.
+
+    Header bytes that are not UTF-8 reach us as unpaired surrogates: such a delivery is refused (422).
+    """
     kept: dict[str, str] = {}
     for name, value in headers.items():
         if UNKEPT_HEADER.search(name):
             continue
         kept[name] = f"{kept[name]}, {value}" if name in kept else value
+    check_storable(kept, "headers")
     return kept
+
+
+# Answers echo what the client sent only while it is small: past this, the data it sent is left out.
+ECHO_MAX_BYTES = 64 * 1024
+
+
+def trim_echo(answer: Json, size: int, *fields: str) -> Json:
+    """``answer`` without ``fields`` when what they echo (``size`` bytes) is larger than ECHO_MAX_BYTES."""
+    if size <= ECHO_MAX_BYTES:
+        return answer
+    return {key: value for key, value in answer.items() if key not in fields}
 
 
 def _raw_answer(raw_id: str, nid: int, received_at: str, path: str, headers: dict, payload: dict) -> Json:
@@ -181,9 +196,13 @@ class EventSourceCommands:
 
     # -- the log -------------------------------------------------------------
 
-    def _stored(self, aggregates: Sequence[Aggregate], ctx: CommandContext) -> list[StoredEvent]:
-        metadata = ctx.metadata()
-        return [self._log.mapper.to_stored_event(e, metadata) for a in aggregates for e in a.collect_events()]
+    def _stored(
+        self, aggregates: Sequence[Aggregate], ctx: CommandContext, *, size_limited: bool = True
+    ) -> list[StoredEvent]:
+        metadata, mapper = ctx.metadata(), self._log.mapper
+        return [
+            mapper.to_stored_event(e, metadata, size_limited=size_limited) for a in aggregates for e in a.collect_events()
+        ]
 
     async def _answer(self, outcome: Any, position: int | None) -> Any:
         """Wait until the read models show ``position``, then return the result or raise the refusal."""
@@ -227,7 +246,8 @@ class EventSourceCommands:
         except RecordConflictError:
             raise Conflict(f"libdb: unique constraint violation: event '{event.id}' is already recorded") from None
         await self._wait_for(positions[0])
-        return event.envelope(format_ns(event.created_at_ns)) | {"nid": positions[0]}
+        answer = event.envelope(format_ns(event.created_at_ns)) | {"nid": positions[0]}
+        return trim_echo(answer, len(stored.state), "data", "metadata")
 
     # -- raw events and ingest -----------------------------------------------
 
@@ -248,13 +268,14 @@ class EventSourceCommands:
             raise Unprocessable("missing required field: payload is required", param="payload")
         received_at = format_ns(self._clock() if received_at_ns is None else received_at_ns)
         raw_id = raw_id or self._new_id()
-        receipt = RawEvent.receive(raw_id, received_at, path, headers, payload)
+        stored = self._stored([RawEvent.receive(raw_id, received_at, path, headers, payload)], ctx)
         try:
-            positions = await self._run_blocking(self._insert, self._stored([receipt], ctx))
+            positions = await self._run_blocking(self._insert, stored)
         except RecordConflictError:
             raise Conflict(f"libdb: unique constraint violation: raw event '{raw_id}' is already recorded") from None
         await self._wait_for(positions[0])
-        return _raw_answer(raw_id, positions[0], received_at, path, headers, payload)
+        answer = _raw_answer(raw_id, positions[0], received_at, path, headers, payload)
+        return trim_echo(answer, len(stored[0].state), "payload")
 
     async def ingest(self, path: str, body: bytes, headers: Mapping[str, str], ctx: CommandContext) -> Json:
         """``POST /ingest``: verify the signature (if the mapping asks for one), keep the raw payload,
@@ -298,11 +319,19 @@ class EventSourceCommands:
                 )
             except Unprocessable as error:
                 failure = error
-        appended = [self._log.mapper.to_stored_external(event)] if event is not None else []
+        appended: list[StoredEvent] = []
+        if event is not None:
+            try:
+                appended = [self._log.mapper.to_stored_external(event)]
+            except TooLarge as error:  # like a mapping that cannot be applied: the payload is kept
+                failure, event = error, None
         for attempt in range(_INSERT_ATTEMPTS):
             if attempt:
                 raw_id = self._raw_ids(now)
-            receipt = self._stored([RawEvent.receive(raw_id, format_ns(now), path, kept, payload)], ctx)
+            # The raw payload's size was bounded when it was read (CHAINLOOM_INGEST_MAX_BYTES).
+            receipt = self._stored(
+                [RawEvent.receive(raw_id, format_ns(now), path, kept, payload)], ctx, size_limited=False
+            )
             try:
                 positions = self._insert(receipt + appended)
             except RecordConflictError:
@@ -320,7 +349,8 @@ class EventSourceCommands:
                 return failure, max(positions)
             assert event is not None  # no failure: the mapping made an event
             raw = _raw_answer(raw_id, positions[0], format_ns(now), path, kept, payload)
-            return ingest_answer(event.envelope(format_ns(now)) | {"nid": positions[1]}, raw), max(positions)
+            answer = ingest_answer(event.envelope(format_ns(now)) | {"nid": positions[1]}, raw)
+            return trim_echo(answer, len(body), "payload", "data"), max(positions)
         raise Conflict("failed to ingest event: no free raw event id; try again")
 
     def _map(

@@ -35,3 +35,7 @@ class Unprocessable(DomainError):
 
 class Unauthorized(DomainError):
     """The request does not prove who sent it (a webhook signature that does not verify)."""
+
+
+class TooLarge(DomainError):
+    """The request, or an event it would append, is larger than the log takes."""

@@ -9,6 +9,9 @@ from eventsourcing.domain import event
 from domain.base import Aggregate
 from domain.errors import BadRequest, Conflict, NotFound, Unprocessable
 
+# The largest context length every read store can hold (a 32-bit integer column).
+MAX_CONTEXT_LENGTH = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -31,6 +34,10 @@ class ModelSpec:
             raise BadRequest(f"{prefix}: capabilities are required")
         if self.context_length < 0:
             raise Unprocessable("invalid model data: context length must be positive", param="contextLength")
+        if self.context_length > MAX_CONTEXT_LENGTH:
+            raise Unprocessable(
+                f"invalid model data: context length must be at most {MAX_CONTEXT_LENGTH}", param="contextLength"
+            )
 
 
 class Model(Aggregate):

@@ -20,10 +20,15 @@ from eventsourcing.persistence import JSONTranscoder, Mapper, Notification, Stor
 from eventsourcing.utils import get_topic, resolve_topic
 
 from domain.base import split_stream_id
+from domain.errors import TooLarge, Unprocessable
 from domain.eventsource.events import INTERNAL_EVENT_SOURCE, ExternalEvent
+from domain.storable import check_storable, printable, text_problem
 from infra.timefmt import format_datetime, format_ns, from_ns, parse_ns
 
-__all__ = ["INTERNAL_EVENT_SOURCE", "EnvelopeMapper", "event_type_name"]
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "INTERNAL_EVENT_SOURCE", "EnvelopeMapper", "event_type_name"]
+
+# Largest stored event (its JSON envelope), as EventStoreDB's and Kafka's defaults.
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
 _BASE_ATTRIBUTES = ("originator_id", "originator_version", "timestamp", "originator_topic")
 
@@ -58,11 +63,44 @@ def event_type_name(aggregate_type: str, event_class: type) -> str:
 
 
 class EnvelopeMapper(Mapper[str]):
-    def __init__(self, new_event_id: Callable[[], str] = lambda: str(uuid4())) -> None:
+    """Also the log's last guard: no event leaves here that a store or a reader could not take
+    back (``domain.storable``), nor one larger than ``max_event_bytes`` (413), so a request
+    refused here has written nothing. The web layer checks input earlier, with its own names."""
+
+    def __init__(
+        self, new_event_id: Callable[[], str] = lambda: str(uuid4()), max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    ) -> None:
         super().__init__(transcoder=JSONTranscoder())
         self._new_event_id = new_event_id
+        self.max_event_bytes = max_event_bytes
 
-    def to_stored_event(self, domain_event: Any, metadata: Mapping[str, Any] | None = None) -> StoredEvent:
+    def _state(self, envelope: dict[str, Any], originator_id: str, internal: bool, size_limited: bool) -> bytes:
+        """The stored bytes of an envelope, refused when the log could not hold them."""
+        text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+        try:
+            state = text.encode()
+        except UnicodeEncodeError:  # a lone surrogate somewhere
+            state = b""
+        # NUL is written as the escape \u0000; a hit may be a false alarm (an escaped backslash before "u0000").
+        if not state or b"\\u0000" in state or text_problem(originator_id):
+            if internal:  # name a field as the client sent it (data keys are the request's)
+                check_storable(envelope["data"], "")
+                check_storable(envelope["metadata"], "metadata")
+            else:
+                check_storable(envelope, "")
+            if text_problem(originator_id):
+                raise Unprocessable(f"invalid identifier {printable(originator_id)!r}: {text_problem(originator_id)}")
+        if size_limited and len(state) > self.max_event_bytes:
+            raise TooLarge(
+                f"the event would be {len(state)} bytes; events are limited to {self.max_event_bytes} bytes"
+                " (CHAINLOOM_MAX_EVENT_BYTES)"
+            )
+        return state
+
+    def to_stored_event(
+        self, domain_event: Any, metadata: Mapping[str, Any] | None = None, *, size_limited: bool = True
+    ) -> StoredEvent:
+        """``size_limited=False`` for records whose size is bounded elsewhere (a webhook's raw payload)."""
         attributes = vars(domain_event)
         aggregate_type, aggregate_id = split_stream_id(domain_event.originator_id)
         envelope = {
@@ -80,11 +118,10 @@ class EnvelopeMapper(Mapper[str]):
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
             topic=_topic(type(domain_event)),
-            state=json.dumps(envelope, separators=(",", ":")).encode(),
+            state=self._state(envelope, domain_event.originator_id, True, size_limited),
         )
 
-    @staticmethod
-    def to_stored_external(event: ExternalEvent) -> StoredEvent:
+    def to_stored_external(self, event: ExternalEvent) -> StoredEvent:
         """An external event (POST /events, ingest, replay), stored as it was stated.
 
         Its stream is named after its identity and holds only it (version 1):
@@ -95,7 +132,7 @@ class EnvelopeMapper(Mapper[str]):
             originator_id=event.stream_id,
             originator_version=1,
             topic=_topic(ExternalEvent),
-            state=json.dumps(envelope, separators=(",", ":")).encode(),
+            state=self._state(envelope, event.stream_id, False, True),
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:

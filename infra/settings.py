@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # How long a command waits for the read models to reach its write (read-your-writes).
     projection_timeout: float = Field(5.0, gt=0, validation_alias=_env("PROJECTION_TIMEOUT"))
     max_body_bytes: int = Field(100 * 1024 * 1024, gt=0, validation_alias=_env("MAX_BODY_BYTES"))
+    # Largest event the log takes (its stored JSON), and so the largest JSON request body (413 above).
+    max_event_bytes: int = Field(1024 * 1024, ge=1024, validation_alias=_env("MAX_EVENT_BYTES"))
     db_threads: int = Field(4, ge=1, validation_alias=_env("DB_THREADS"))
     postgres_pool_size: int = Field(10, ge=1, validation_alias=_env("POSTGRES_POOL_SIZE"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
@@ -93,6 +95,11 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("a default context length must be greater than 0")
         return value
+
+    @property
+    def json_body_limit(self) -> int:
+        """Largest JSON request body: it becomes (at most) one event."""
+        return min(self.max_event_bytes, self.max_body_bytes)
 
     @property
     def uses_postgres(self) -> bool:

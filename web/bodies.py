@@ -1,24 +1,40 @@
 """Reading request bodies: JSON objects into pydantic models, and JSON responses.
 
 Field names match case-insensitively (existing clients rely on it); unknown
-fields are ignored; a wrong type is a 422 naming the field.
+fields are ignored; a wrong type is a 422 naming the field. Every JSON body is
+the boundary of the log: it is read up to ``CHAINLOOM_MAX_EVENT_BYTES`` (413
+beyond, without buffering the rest) and refused whole (422 naming the field)
+if any value in it could not be stored (``domain.storable``).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from domain.errors import Unprocessable
+from domain.storable import check_storable
 from web.errors import UnsupportedMediaType
+from web.keys import SETTINGS
 
 M = TypeVar("M", bound=BaseModel)
 
 _JSON_TYPES = ("application/json",)
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer field of a body: JSON (and JSON Schema's "integer") does not tell 3 from 3.0, so
+# neither do we; other numbers, strings and booleans stay refused (the models are strict).
+JsonInt = Annotated[int, BeforeValidator(_integral)]
 
 
 def dumps(value: Any) -> str:
@@ -34,7 +50,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         media_type = request.content_type
         if media_type not in _JSON_TYPES and not media_type.endswith("+json"):
             raise UnsupportedMediaType(f"unsupported content type {media_type!r}: send application/json")
-    raw = await request.read()
+    raw = await read_limited(request, request.app[SETTINGS].json_body_limit)
     if not raw.strip():
         raise Unprocessable("empty request body")
     try:
@@ -43,7 +59,20 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise Unprocessable(f"invalid JSON body: {error}") from None
     if not isinstance(value, dict):
         raise Unprocessable("the request body must be a JSON object")
+    check_storable(value, "")
     return value
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = bytearray()
+    while chunk := await request.content.read(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return bytes(body)
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:

@@ -1,4 +1,4 @@
-"""Cross-cutting concerns: request ids (responses and logs) and the API token."""
+"""Cross-cutting concerns: request ids (responses and logs), the API token, and URL values at the boundary."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import uuid
 from aiohttp import web
 
 from commands.base import CommandContext
+from domain.storable import check_storable
 from web.errors import error_response
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_PUBLIC_PATHS = frozenset({"/health", "/version"})
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/version"})
 # Webhook senders (GitHub …) cannot send our key: a delivery without one goes on,
 # marked, and is accepted only if its mapping checks signatures and it verifies.
 _SIGNED_PATHS = frozenset({"/ingest"})
@@ -53,32 +54,61 @@ async def request_id_middleware(request: web.Request, handler) -> web.StreamResp
     return response
 
 
+def offered_token(request: web.Request) -> str:
+    """The key a client sent: ``X-API-Key`` (a ``Bearer `` prefix tolerated), else ``Authorization: Bearer``."""
+    offered = request.headers.get("X-API-Key", "").strip()
+    if not offered:
+        offered = request.headers.get("Authorization", "").strip()
+        if offered[:7].lower() != "bearer ":
+            return ""
+    if offered[:7].lower() == "bearer ":
+        offered = offered[7:].strip()
+    return offered
+
+
 def token_middleware(token: str):
-    """Require ``X-API-Key`` (``Bearer `` prefix tolerated) on every route but /health and /version.
+    """Require the API key (``X-API-Key`` or ``Authorization: Bearer``) on every route but /health and /version.
 
     A webhook delivery to /ingest without a key goes on to be judged by its signature.
     """
     expected = token.encode()
 
+    def matches(offered: str) -> bool:
+        # Header bytes that are not UTF-8 arrive as surrogate escapes: compare the bytes as sent.
+        return hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), expected)
+
     @web.middleware
     async def check_token(request: web.Request, handler) -> web.StreamResponse:
-        if request.path in _PUBLIC_PATHS:
+        if request.path in PUBLIC_PATHS:
             return await handler(request)
-        offered = request.headers.get("X-API-Key", "").strip()
-        if offered[:7].lower() == "bearer ":
-            offered = offered[7:].strip()
+        offered = offered_token(request)
+        if offered and request.path in _SIGNED_PATHS and "X-API-Key" not in request.headers:
+            if not matches(offered):
+                offered = ""  # a sender's own Authorization header, not our key: its signature decides
         if not offered and request.path in _SIGNED_PATHS:
             request[ACTOR] = "webhook"
             request[SIGNATURE_REQUIRED] = True
             return await handler(request)
         if not offered:
-            return error_response(401, "missing API key: send it in the X-API-Key header")
-        if not hmac.compare_digest(offered.encode(), expected):
+            return error_response(401, "missing API key: send it in the X-API-Key header or as Authorization: Bearer")
+        if not matches(offered):
             return error_response(401, "invalid API key")
         request[ACTOR] = "api-key"
         return await handler(request)
 
     return check_token
+
+
+@web.middleware
+async def url_values_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Path and query values are data too (names, paths, ids a store is asked for): text no store can
+    hold (NUL, unpaired surrogates) is refused with 422 naming the parameter, on every route alike."""
+    for name, value in request.match_info.items():
+        check_storable(value, name)
+    for name, value in request.query.items():
+        check_storable(name, "query parameter")
+        check_storable(value, name)
+    return await handler(request)
 
 
 def command_context(request: web.Request) -> CommandContext:

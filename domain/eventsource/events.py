@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -24,6 +23,7 @@ from eventsourcing.domain import event
 
 from domain.base import Aggregate
 from domain.errors import Unprocessable
+from domain.storable import check_storable
 
 # The source of every event chainloom records itself. Reserved: an external
 # event may not claim it, so read models that trust internal events cannot be
@@ -38,38 +38,6 @@ _DAY_NS = 86_400 * 1_000_000_000
 MAX_RAW_ID_LENGTH = 256
 # Versions are 64-bit signed integers (as in the reference runtime and the read models).
 MAX_VERSION = 2**63 - 1
-
-
-# Deepest nesting of JSON values the log takes (deeper ones could not be written back out everywhere).
-MAX_JSON_DEPTH = 100
-
-
-def check_json(value: Any, name: str) -> None:
-    """Refuse JSON values no reader could take back: NaN or Infinity, nesting deeper than MAX_JSON_DEPTH."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            if isinstance(item, float) and not math.isfinite(item):
-                raise Unprocessable(f"invalid value for '{name}': NaN and Infinity are not JSON", param=name)
-            continue
-        if depth > MAX_JSON_DEPTH:
-            raise Unprocessable(f"invalid value for '{name}': nested deeper than {MAX_JSON_DEPTH} levels", param=name)
-        pending.extend((child, depth + 1) for child in children)
-
-
-def check_text(value: str, name: str) -> None:
-    """Refuse text no store can hold as a column value (NUL, unpaired surrogates)."""
-    if "\x00" in value:
-        raise Unprocessable(f"invalid parameter: {name} must not contain NUL characters", param=name)
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise Unprocessable(f"invalid parameter: {name} is not valid Unicode text", param=name) from None
 
 
 def utc_day(ns: int) -> str:
@@ -104,7 +72,7 @@ class ExternalEvent:
         if self.version > MAX_VERSION:
             raise Unprocessable(f"invalid parameter: version must be at most {MAX_VERSION}", param="version")
         for name in ("id", "event_type", "event_source", "aggregate_type", "aggregate_id"):
-            check_text(getattr(self, name), name)
+            check_storable(getattr(self, name), name)
         if self.event_source == INTERNAL_EVENT_SOURCE:
             raise Unprocessable(
                 f"invalid parameter: event_source '{INTERNAL_EVENT_SOURCE}' is reserved for chainloom's own events",
@@ -155,8 +123,8 @@ class RawEvent(Aggregate):
             raise Unprocessable("missing required field: id is required", param="id")
         if len(raw_id) > MAX_RAW_ID_LENGTH:
             raise Unprocessable(f"invalid parameter: id longer than {MAX_RAW_ID_LENGTH} characters", param="id")
-        check_text(raw_id, "id")
-        check_text(path, "path")
+        check_storable(raw_id, "id")
+        check_storable(path, "path")
         return cls._create(
             cls.Received, id=cls.stream_id(raw_id), received_at=received_at, path=path, headers=headers, payload=payload
         )

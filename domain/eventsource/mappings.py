@@ -22,7 +22,8 @@ from jsonpath_ng.ext import parse as parse_jsonpath
 
 from domain.base import Aggregate
 from domain.errors import Conflict, NotFound, Unprocessable
-from domain.eventsource.events import INTERNAL_EVENT_SOURCE, ExternalEvent, check_text
+from domain.eventsource.events import INTERNAL_EVENT_SOURCE, ExternalEvent
+from domain.storable import check_storable
 
 SIGNATURE_SCHEMES = ("", "hmac-sha256", "standard-webhooks")
 DEFAULT_SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -63,7 +64,7 @@ class MappingConfig:
             raise Unprocessable(f"{_PREFIX}: aggregate_type is required", param="aggregateType")
         if self.version <= 0:
             raise Unprocessable(f"{_PREFIX}: version must be > 0, got {self.version}", param="version")
-        check_text(self.path, "path")
+        check_storable(self.path, "path")
         if len(self.path.encode()) > MAX_PATH_BYTES:
             raise Unprocessable(f"{_PREFIX}: path is longer than {MAX_PATH_BYTES} bytes", param="path")
         if self.event_source == INTERNAL_EVENT_SOURCE:

@@ -333,7 +333,7 @@ def test_webhook_bodies_must_be_one_json_object():
 
 
 def test_json_values_the_log_takes():
-    from domain.eventsource.events import check_json
+    from domain.storable import check_storable as check_json
 
     nested: list = []
     for _ in range(98):
