@@ -47,6 +47,8 @@ Decide = Callable[[EventLog], Decision[T]]
 
 
 class CommandRunner:
+    """Runs one command service's commands; ``wait_for`` is read-your-writes on the read models it answers from."""
+
     def __init__(
         self,
         log: EventLog,

@@ -1,4 +1,4 @@
-"""The ``chainloom`` command: ``serve``, ``relay``, ``project``, ``projections rebuild|list``.
+"""The ``chainloom`` command: ``serve``, ``relay``, ``project``, ``projections rebuild|list|status|retry|skip``.
 
 This is an entry point, like ``web``: it imports the outer layers lazily.
 """
@@ -58,8 +58,41 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
         bar.close()
         print(f"chainloom: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        bar.close()
+        print(f"chainloom: rebuild failed, the live read models are unchanged: {error}", file=sys.stderr)
+        return 1
     bar.close()
     print(f"rebuilt up to position {position}")
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from projections.operator import status
+
+    for projection in status(settings):
+        state = "ok"
+        if projection.fault is not None:
+            fault = projection.fault
+            state = (
+                f"FAULTED at event {fault.position} ({fault.event_type} {fault.event_id}) since {fault.failed_at}:"
+                f" {fault.error}"
+            )
+        print(f"{projection.name}: position {projection.position} of {projection.head}; {state}")
+    return 0
+
+
+def _retry_or_skip(args: argparse.Namespace, settings: Settings) -> int:
+    from projections import operator
+
+    action = operator.retry if args.projection_command == "retry" else operator.skip
+    try:
+        fault = action(settings, args.name)
+    except (ValueError, operator.NotFaulted) as error:
+        print(f"chainloom: {error}", file=sys.stderr)
+        return 2
+    done = "will try again" if action is operator.retry else "skipped"
+    print(f"{args.name}: {done} event {fault.position} ({fault.event_type} {fault.event_id})")
     return 0
 
 
@@ -111,11 +144,29 @@ def main(argv: list[str] | None = None) -> int:
 
     projections = commands.add_parser("projections", help="manage read models")
     projection_commands = projections.add_subparsers(dest="projection_command", required=True)
-    rebuild = projection_commands.add_parser("rebuild", help="drop read models and rebuild them from position 0")
+    rebuild = projection_commands.add_parser(
+        "rebuild",
+        help="rebuild read models from position 0 into fresh tables, swapped in only when complete;"
+        " safe while servers run (they wait for the swap); on failure the live read models stay as they were",
+    )
     rebuild.add_argument("names", nargs="*", metavar="NAME", help="projections to rebuild (default: all)")
     rebuild.set_defaults(run=_rebuild)
     listing = projection_commands.add_parser("list", help="list the projections")
     listing.set_defaults(run=_list)
+    status = projection_commands.add_parser("status", help="each projection's position, the log head, and its fault")
+    status.set_defaults(run=_status)
+    retry = projection_commands.add_parser(
+        "retry", help="clear a faulted projection's fault: it tries its poison event again (running servers too)"
+    )
+    retry.add_argument("name", metavar="NAME")
+    retry.set_defaults(run=_retry_or_skip)
+    skip = projection_commands.add_parser(
+        "skip",
+        help="skip a faulted projection's poison event: audited on the log as projection.event_skipped,"
+        " then the projection goes on after it (running servers too; rebuilds skip it as well)",
+    )
+    skip.add_argument("name", metavar="NAME")
+    skip.set_defaults(run=_retry_or_skip)
 
     args = parser.parse_args(argv)
     return args.run(args, Settings())

@@ -6,12 +6,19 @@ written in one transaction, so a position never claims rows that were lost, nor
 rows a position that was not recorded. SQLite (a file beside the log) by
 default, PostgreSQL by configuration. All methods block: call them from a
 worker thread.
+
+Beside the positions it keeps each projection's *fault* (the event it failed
+on, so one poison event stops that projection only and an operator can see
+it, retry it or skip it from another process) and the events an operator
+skipped (so a rebuild skips them too). Batches of every process and the swap
+of a rebuild take the projection lock first, so they never interleave.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import InfrastructureFactory, Tracking
@@ -22,6 +29,46 @@ from eventsourcing.utils import Environment
 from infra.schema import LOCK_IN_TRANSACTION, LOCK_NAME, schema_lock, uses_postgres
 
 Row = dict[str, Any]
+
+PROJECTION_LOCK_NAME = "chainloom.projections"
+_MAX_ERROR_TEXT = 2000
+
+
+def storable_text(text: str, limit: int = _MAX_ERROR_TEXT) -> str:
+    """Text any store can hold (no lone surrogates, no NUL), at most ``limit`` characters: for error reports."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A projection stopped at the event at ``position`` (its ``nid``): it applies nothing past it until cleared."""
+
+    projection: str
+    position: int
+    event_id: str
+    event_type: str
+    error: str
+    failed_at: str
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "projection": self.projection,
+            "position": self.position,
+            "eventId": self.event_id,
+            "eventType": self.event_type,
+            "error": self.error,
+            "failedAt": self.failed_at,
+        }
+
+
+_HOUSEKEEPING_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS projection_faults ("
+    " projection TEXT PRIMARY KEY, position BIGINT NOT NULL, event_id TEXT NOT NULL,"
+    " event_type TEXT NOT NULL, error TEXT NOT NULL, failed_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS projection_skips ("
+    " projection TEXT NOT NULL, position BIGINT NOT NULL, PRIMARY KEY (projection, position))",
+)
 
 
 class SqlCursor:
@@ -88,8 +135,78 @@ class ReadStoreMixin:
     def lock_schema(self, cursor: SqlCursor) -> None:
         """Serialise table creation in this transaction with other processes' (infra/schema.py)."""
 
+    def lock_projections(self, cursor: SqlCursor) -> None:
+        """Hold the projection lock until this transaction ends (SQLite: its write lock, taken now).
+
+        Call it first in a transaction that writes: SQLite cannot turn a transaction that has read into
+        a writing one once another connection has written since (it fails at once, without waiting)."""
+        cursor.execute("DELETE FROM projection_faults WHERE 0 = 1")
+
     def reset(self, cursor: SqlCursor, name: str) -> None:
         cursor.execute(f"DELETE FROM {self.tracking_table} WHERE application_name = ?", (name,))
+
+    def set_position(self, cursor: SqlCursor, name: str, position: int) -> None:
+        """Record ``position`` for ``name`` whatever it was (a skip, or a rebuilt projection swapped in)."""
+        self.reset(cursor, name)
+        cursor.execute(
+            f"INSERT INTO {self.tracking_table} (application_name, notification_id) VALUES (?, ?)", (name, position)
+        )
+
+    # -- faults and skips ---------------------------------------------------------
+
+    def create_housekeeping(self, cursor: SqlCursor) -> None:
+        for statement in _HOUSEKEEPING_SCHEMA:
+            cursor.execute(statement)
+
+    def faults(self, cursor: SqlCursor, names: Sequence[str] | None = None) -> dict[str, Fault]:
+        """The faulted projections among ``names`` (all when None), read inside the cursor's transaction."""
+        cursor.execute(
+            "SELECT projection, position, event_id, event_type, error, failed_at FROM projection_faults"
+            " ORDER BY projection"
+        )
+        found = {row["projection"]: Fault(**row) for row in cursor.fetchall()}
+        return found if names is None else {name: found[name] for name in names if name in found}
+
+    def record_fault(self, cursor: SqlCursor, fault: Fault) -> None:
+        self.clear_fault(cursor, fault.projection)
+        cursor.execute(
+            "INSERT INTO projection_faults (projection, position, event_id, event_type, error, failed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (fault.projection, fault.position, fault.event_id, fault.event_type, fault.error, fault.failed_at),
+        )
+
+    def clear_fault(self, cursor: SqlCursor, name: str) -> None:
+        cursor.execute("DELETE FROM projection_faults WHERE projection = ?", (name,))
+
+    def record_skip(self, cursor: SqlCursor, name: str, position: int) -> None:
+        cursor.execute("DELETE FROM projection_skips WHERE projection = ? AND position = ?", (name, position))
+        cursor.execute("INSERT INTO projection_skips (projection, position) VALUES (?, ?)", (name, position))
+
+    def skipped(self, cursor: SqlCursor, name: str) -> frozenset[int]:
+        """The positions an operator skipped for ``name``: a rebuild skips them too."""
+        cursor.execute("SELECT position FROM projection_skips WHERE projection = ?", (name,))
+        return frozenset(row["position"] for row in cursor.fetchall())
+
+    # -- savepoints: one projector's part of a batch can be undone alone ----------
+
+    def savepoint(self, cursor: SqlCursor, name: str) -> None:
+        cursor.execute(f"SAVEPOINT {name}")
+
+    def rollback_to_savepoint(self, cursor: SqlCursor, name: str) -> None:
+        cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+
+    def release_savepoint(self, cursor: SqlCursor, name: str) -> None:
+        cursor.execute(f"RELEASE SAVEPOINT {name}")
+
+    # -- renaming (a rebuild swaps its fresh tables in) --------------------------------
+
+    def rename_table(self, cursor: SqlCursor, old: str, new: str) -> None:
+        cursor.execute(f"ALTER TABLE {old} RENAME TO {new}")
+
+    def rename_index(self, cursor: SqlCursor, old: str, new: str, create_statement: str) -> None:
+        """Give a renamed table's index its live name (SQLite cannot rename an index: it is made again)."""
+        cursor.execute(f"DROP INDEX IF EXISTS {old}")
+        cursor.execute(create_statement)
 
 
 class SQLiteReadStore(ReadStoreMixin, SQLiteTrackingRecorder):
@@ -103,6 +220,12 @@ class PostgresReadStore(ReadStoreMixin, PostgresTrackingRecorder):
 
     def lock_schema(self, cursor: SqlCursor) -> None:
         cursor.execute(LOCK_IN_TRANSACTION, (LOCK_NAME,))
+
+    def lock_projections(self, cursor: SqlCursor) -> None:
+        cursor.execute(LOCK_IN_TRANSACTION, (PROJECTION_LOCK_NAME,))
+
+    def rename_index(self, cursor: SqlCursor, old: str, new: str, create_statement: str) -> None:
+        cursor.execute(f"ALTER INDEX {old} RENAME TO {new}")
 
 
 ReadStore = SQLiteReadStore | PostgresReadStore

@@ -4,6 +4,10 @@ Projectors read public event envelopes (the same JSON the Kafka relay
 publishes), so the same code serves the embedded runner and Kafka workers.
 They never decide anything: they record what the events say.
 
+Table and index names in a projector's SQL are templates (``{backends}``):
+a rebuild builds a copy of the read models aside, under suffixed names, and
+swaps it in only once it is complete (projections/rebuild.py).
+
 Handlers get only chainloom's own events (``event_source`` ``chainloom``,
 which no external producer may claim): an event a client appends through
 ``POST /events`` or ``/ingest`` never reaches them, whatever its type.
@@ -11,6 +15,7 @@ which no external producer may claim): an event a client appends through
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -31,13 +36,77 @@ def on(*event_types: str) -> Callable[[Handler], Handler]:
     return mark
 
 
+_INDEX_NAME = re.compile(r"CREATE INDEX IF NOT EXISTS \{(\w+)\}")
+
+
+class _Names(dict):
+    """Template names → names with the suffix (``{backends}`` → ``backends_rebuild``)."""
+
+    def __init__(self, suffix: str) -> None:
+        super().__init__()
+        self.suffix = suffix
+
+    def __missing__(self, name: str) -> str:
+        return name + self.suffix
+
+
+class TemplatedCursor:
+    """A cursor that puts a projector's table and index names into each statement it runs."""
+
+    def __init__(self, cursor: SqlCursor, projector: Projector) -> None:
+        self.raw_cursor = cursor
+        self._projector = projector
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.raw_cursor.execute(self._projector.sql(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.raw_cursor.executemany(self._projector.sql(sql), rows)
+
+    def fetchone(self) -> Any:
+        return self.raw_cursor.fetchone()
+
+    def fetchall(self) -> Any:
+        return self.raw_cursor.fetchall()
+
+
 class Projector:
-    name: ClassVar[str]
-    # Statements creating the tables and indexes (idempotent: IF NOT EXISTS).
+    name: str
+    # Statements creating the tables and indexes (idempotent: IF NOT EXISTS), names as templates.
     schema: ClassVar[tuple[str, ...]]
-    # Tables dropped on rebuild.
+    # Tables dropped on rebuild (live names).
     tables: ClassVar[tuple[str, ...]]
     _handlers: ClassVar[dict[str, Handler]]
+
+    def __init__(self, suffix: str = "") -> None:
+        """``suffix``: a copy writing to suffixed tables and tracked under a suffixed name (a rebuild's)."""
+        self.suffix = suffix
+        self.name = type(self).name + suffix
+        self.live_name = type(self).name
+        self._names = _Names(suffix)
+        self._statements: dict[str, str] = {}
+
+    def aside(self, suffix: str) -> Projector:
+        """The same projector writing to tables named with ``suffix``."""
+        return type(self)(suffix)
+
+    def sql(self, template: str) -> str:
+        """The statement with this projector's table and index names."""
+        statement = self._statements.get(template)
+        if statement is None:
+            statement = self._statements[template] = template.format_map(self._names)
+        return statement
+
+    def table_names(self) -> list[str]:
+        return [table + self.suffix for table in self.tables]
+
+    def index_names(self) -> list[str]:
+        """Live index names (the templates')."""
+        return [match.group(1) for statement in self.schema for match in _INDEX_NAME.finditer(statement)]
+
+    def index_statement(self, index: str) -> str:
+        """The statement creating the live index ``index``."""
+        return next(statement for statement in self.schema if f"EXISTS {{{index}}}" in statement).format_map(_Names(""))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -53,13 +122,18 @@ class Projector:
 
     def create(self, cursor: SqlCursor) -> None:
         for statement in self.schema:
-            cursor.execute(statement)
+            cursor.execute(self.sql(statement))
 
     def drop(self, cursor: SqlCursor) -> None:
-        for table in self.tables:
+        for table in self.table_names():
             cursor.execute(f"DROP TABLE IF EXISTS {table}")
 
-    def apply(self, cursor: SqlCursor, event: Event) -> None:
+    def templated(self, cursor: SqlCursor | TemplatedCursor) -> TemplatedCursor:
+        """``cursor`` running this projector's statements with its table names."""
+        return cursor if isinstance(cursor, TemplatedCursor) else TemplatedCursor(cursor, self)
+
+    def apply(self, cursor: SqlCursor | TemplatedCursor, event: Event) -> None:
+        cursor = self.templated(cursor)
         if event["event_source"] != INTERNAL_EVENT_SOURCE:
             return
         handler = self._handlers.get(event["event_type"])
@@ -68,7 +142,8 @@ class Projector:
 
 
 def create_tables(store: ReadStore, cursor: SqlCursor, projectors: Sequence[Projector]) -> None:
-    """Create the projectors' tables (idempotent), serialised with other processes doing the same."""
+    """Create the projectors' tables and the store's fault records (idempotent), serialised with other processes."""
     store.lock_schema(cursor)
+    store.create_housekeeping(cursor)
     for projector in projectors:
         projector.create(cursor)

@@ -27,37 +27,37 @@ class CatalogProjector(Projector):
     name = "catalog"
     tables = ("backends", "models", "affinity_groups", "group_backends", "group_models")
     schema = (
-        "CREATE TABLE IF NOT EXISTS backends ("
+        "CREATE TABLE IF NOT EXISTS {backends} ("
         " id TEXT PRIMARY KEY, name TEXT NOT NULL, base_url TEXT NOT NULL, type TEXT NOT NULL,"
         " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS backends_created ON backends (created_at, id)",
-        "CREATE TABLE IF NOT EXISTS models ("
+        "CREATE INDEX IF NOT EXISTS {backends_created} ON {backends} (created_at, id)",
+        "CREATE TABLE IF NOT EXISTS {models} ("
         " id TEXT PRIMARY KEY, model TEXT NOT NULL, context_length INTEGER NOT NULL,"
         " can_chat BOOLEAN NOT NULL, can_embed BOOLEAN NOT NULL, can_prompt BOOLEAN NOT NULL,"
         " can_stream BOOLEAN NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS models_created ON models (created_at, id)",
-        "CREATE INDEX IF NOT EXISTS models_name ON models (model)",
-        "CREATE TABLE IF NOT EXISTS affinity_groups ("
+        "CREATE INDEX IF NOT EXISTS {models_created} ON {models} (created_at, id)",
+        "CREATE INDEX IF NOT EXISTS {models_name} ON {models} (model)",
+        "CREATE TABLE IF NOT EXISTS {affinity_groups} ("
         " id TEXT PRIMARY KEY, name TEXT NOT NULL, purpose_type TEXT NOT NULL,"
         " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS affinity_groups_created ON affinity_groups (created_at, id)",
-        "CREATE INDEX IF NOT EXISTS affinity_groups_name ON affinity_groups (name)",
-        "CREATE INDEX IF NOT EXISTS affinity_groups_purpose ON affinity_groups (purpose_type, created_at)",
-        "CREATE TABLE IF NOT EXISTS group_backends ("
+        "CREATE INDEX IF NOT EXISTS {affinity_groups_created} ON {affinity_groups} (created_at, id)",
+        "CREATE INDEX IF NOT EXISTS {affinity_groups_name} ON {affinity_groups} (name)",
+        "CREATE INDEX IF NOT EXISTS {affinity_groups_purpose} ON {affinity_groups} (purpose_type, created_at)",
+        "CREATE TABLE IF NOT EXISTS {group_backends} ("
         " group_id TEXT NOT NULL, backend_id TEXT NOT NULL, assigned_at BIGINT NOT NULL,"
         " PRIMARY KEY (group_id, backend_id))",
-        "CREATE INDEX IF NOT EXISTS group_backends_backend ON group_backends (backend_id)",
-        "CREATE TABLE IF NOT EXISTS group_models ("
+        "CREATE INDEX IF NOT EXISTS {group_backends_backend} ON {group_backends} (backend_id)",
+        "CREATE TABLE IF NOT EXISTS {group_models} ("
         " group_id TEXT NOT NULL, model_id TEXT NOT NULL, assigned_at BIGINT NOT NULL,"
         " PRIMARY KEY (group_id, model_id))",
-        "CREATE INDEX IF NOT EXISTS group_models_model ON group_models (model_id)",
+        "CREATE INDEX IF NOT EXISTS {group_models_model} ON {group_models} (model_id)",
     )
 
     @on("backend.created")
     def backend_created(self, cursor: SqlCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
-            "INSERT INTO backends (id, name, base_url, type, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO {backends} (id, name, base_url, type, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
             (event["aggregate_id"], data["name"], data["baseUrl"], data["type"], _at(event), _at(event)),
         )
 
@@ -65,20 +65,20 @@ class CatalogProjector(Projector):
     def backend_updated(self, cursor: SqlCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
-            "UPDATE backends SET name = ?, base_url = ?, type = ?, updated_at = ? WHERE id = ?",
+            "UPDATE {backends} SET name = ?, base_url = ?, type = ?, updated_at = ? WHERE id = ?",
             (data["name"], data["baseUrl"], data["type"], _at(event), event["aggregate_id"]),
         )
 
     @on("backend.deleted")
     def backend_deleted(self, cursor: SqlCursor, event: Event) -> None:
-        cursor.execute("DELETE FROM backends WHERE id = ?", (event["aggregate_id"],))
-        cursor.execute("DELETE FROM group_backends WHERE backend_id = ?", (event["aggregate_id"],))
+        cursor.execute("DELETE FROM {backends} WHERE id = ?", (event["aggregate_id"],))
+        cursor.execute("DELETE FROM {group_backends} WHERE backend_id = ?", (event["aggregate_id"],))
 
     @on("model.declared", "model.redeclared")
     def model_declared(self, cursor: SqlCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
-            "INSERT INTO models (model, context_length, can_chat, can_embed, can_prompt, can_stream,"
+            "INSERT INTO {models} (model, context_length, can_chat, can_embed, can_prompt, can_stream,"
             " id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*_model_fields(data), event["aggregate_id"], _at(event), _at(event)),
         )
@@ -87,21 +87,21 @@ class CatalogProjector(Projector):
     def model_updated(self, cursor: SqlCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
-            "UPDATE models SET model = ?, context_length = ?, can_chat = ?, can_embed = ?, can_prompt = ?,"
+            "UPDATE {models} SET model = ?, context_length = ?, can_chat = ?, can_embed = ?, can_prompt = ?,"
             " can_stream = ?, updated_at = ? WHERE id = ?",
             (*_model_fields(data), _at(event), event["aggregate_id"]),
         )
 
     @on("model.deleted")
     def model_deleted(self, cursor: SqlCursor, event: Event) -> None:
-        cursor.execute("DELETE FROM models WHERE id = ?", (event["aggregate_id"],))
-        cursor.execute("DELETE FROM group_models WHERE model_id = ?", (event["aggregate_id"],))
+        cursor.execute("DELETE FROM {models} WHERE id = ?", (event["aggregate_id"],))
+        cursor.execute("DELETE FROM {group_models} WHERE model_id = ?", (event["aggregate_id"],))
 
     @on("group.created", "group.recreated")
     def group_created(self, cursor: SqlCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
-            "INSERT INTO affinity_groups (id, name, purpose_type, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO {affinity_groups} (id, name, purpose_type, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
             (event["aggregate_id"], data["name"], data["purposeType"], _at(event), _at(event)),
         )
 
@@ -109,41 +109,41 @@ class CatalogProjector(Projector):
     def group_updated(self, cursor: SqlCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
-            "UPDATE affinity_groups SET name = ?, purpose_type = ?, updated_at = ? WHERE id = ?",
+            "UPDATE {affinity_groups} SET name = ?, purpose_type = ?, updated_at = ? WHERE id = ?",
             (data["name"], data["purposeType"], _at(event), event["aggregate_id"]),
         )
 
     @on("group.deleted")
     def group_deleted(self, cursor: SqlCursor, event: Event) -> None:
         group_id = event["aggregate_id"]
-        cursor.execute("DELETE FROM affinity_groups WHERE id = ?", (group_id,))
-        cursor.execute("DELETE FROM group_backends WHERE group_id = ?", (group_id,))
-        cursor.execute("DELETE FROM group_models WHERE group_id = ?", (group_id,))
+        cursor.execute("DELETE FROM {affinity_groups} WHERE id = ?", (group_id,))
+        cursor.execute("DELETE FROM {group_backends} WHERE group_id = ?", (group_id,))
+        cursor.execute("DELETE FROM {group_models} WHERE group_id = ?", (group_id,))
 
     @on("group.backend_assigned")
     def backend_assigned(self, cursor: SqlCursor, event: Event) -> None:
         cursor.execute(
-            "INSERT INTO group_backends (group_id, backend_id, assigned_at) VALUES (?, ?, ?)",
+            "INSERT INTO {group_backends} (group_id, backend_id, assigned_at) VALUES (?, ?, ?)",
             (event["aggregate_id"], event["data"]["backendId"], _at(event)),
         )
 
     @on("group.backend_removed")
     def backend_removed(self, cursor: SqlCursor, event: Event) -> None:
         cursor.execute(
-            "DELETE FROM group_backends WHERE group_id = ? AND backend_id = ?",
+            "DELETE FROM {group_backends} WHERE group_id = ? AND backend_id = ?",
             (event["aggregate_id"], event["data"]["backendId"]),
         )
 
     @on("group.model_assigned")
     def model_assigned(self, cursor: SqlCursor, event: Event) -> None:
         cursor.execute(
-            "INSERT INTO group_models (group_id, model_id, assigned_at) VALUES (?, ?, ?)",
+            "INSERT INTO {group_models} (group_id, model_id, assigned_at) VALUES (?, ?, ?)",
             (event["aggregate_id"], event["data"]["modelId"], _at(event)),
         )
 
     @on("group.model_removed")
     def model_removed(self, cursor: SqlCursor, event: Event) -> None:
         cursor.execute(
-            "DELETE FROM group_models WHERE group_id = ? AND model_id = ?",
+            "DELETE FROM {group_models} WHERE group_id = ? AND model_id = ?",
             (event["aggregate_id"], event["data"]["modelId"]),
         )

@@ -5,7 +5,9 @@ The worker is the embedded projection runner with Kafka in place of the log:
 them to the same projectors and tracks their positions by ``nid`` in the same
 read-store transaction as the rows. A record whose ``nid`` a projector has
 already passed (a relay duplicate, or a record replayed after a restart) is
-skipped, so every event is applied once.
+skipped, so every event is applied once. A projector that fails on an event
+is faulted as in the embedded mode (recorded in the read store, where the API
+sees it); the others go on.
 
 The group's committed offset only says where to resume reading; the tracked
 positions say what was applied. Each commit carries, as its metadata, the
@@ -72,6 +74,10 @@ class KafkaLogReader(ConsumerRebalanceListener):
 
     def head(self) -> int:
         return 0
+
+    @property
+    def buffered(self) -> bool:
+        return bool(self._buffer)
 
     # -- what the worker loop calls ---------------------------------------------
 
@@ -171,7 +177,7 @@ class ProjectorWorker:
         try:
             ensure_topic(settings.kafka_bootstrap, topic, settings.kafka_replication_factor, self._client_id)
             reader = KafkaLogReader(consumer, topic, lambda: _min_position(store, names))
-            runner = ProjectionRunner(reader, store, projectors, run_blocking=_no_event_loop)  # type: ignore[arg-type]
+            runner = ProjectionRunner(reader, store, projectors)  # type: ignore[arg-type]
             runner.setup()
             consumer.subscribe([topic], listener=reader)
             log.info("projector worker: group %s on %s (%s)", settings.kafka_projector_group, topic, ", ".join(names))
@@ -181,7 +187,7 @@ class ProjectorWorker:
             while not self._stop.is_set():
                 reader.fill(timeout=0.2)
                 try:
-                    position, _ = runner.process_batch()
+                    position, more = runner.process_batch()
                 except Exception:
                     # Another process tracked first, or the store is briefly away: the batch
                     # was dropped whole; apply it again (what is done is skipped).
@@ -191,6 +197,9 @@ class ProjectorWorker:
                     continue
                 backoff = 0.05
                 reader.commit(position)
+                if not more and reader.buffered:
+                    # Buffered records no projector takes (every one is faulted): wait for an operator.
+                    self._stop.wait(0.2)
         finally:
             consumer.close()
             store_factory.close()
@@ -199,10 +208,6 @@ class ProjectorWorker:
 def _min_position(store: ReadStore, names: list[str]) -> int:
     with store.transaction(commit=False) as cursor:
         return min(store.positions(cursor, names).values())
-
-
-async def _no_event_loop(*_args, **_kwargs):  # pragma: no cover - the worker uses the blocking API only
-    raise RuntimeError("the projector worker runs without an event loop")
 
 
 def run_worker(settings: Settings) -> None:

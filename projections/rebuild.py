@@ -1,18 +1,45 @@
-"""Drop read models and build them again from position 0 (``chainloom projections rebuild``)."""
+"""Build read models again from position 0, aside, and swap them in when complete (``chainloom projections rebuild``).
+
+The live read models keep serving while the rebuild runs: the new rows go to
+fresh tables under suffixed names, tracked under a suffixed name. Only when
+they have reached the log's end are they swapped in, in one transaction that
+holds the projection lock (so a running server's batches wait, then go on
+from the swapped-in position): catch the fresh tables up to the log's head,
+drop the live tables, rename the fresh tables and their indexes, set the live
+position. A failure on the way — a projector raising on an event, a lost
+connection — drops the fresh tables and leaves the live read models, their
+positions and their faults as they were. Events an operator skipped
+(``chainloom projections skip``) are skipped again.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from infra.eventlog import EventLog
-from infra.readstore import open_read_store
+from infra.readstore import ReadStore, open_read_store
 from infra.settings import Settings
+from projections.base import Projector, create_tables
 from projections.registry import all_projectors
 from projections.runner import ProjectionRunner
+
+logger = logging.getLogger(__name__)
+
+REBUILD_SUFFIX = "_rebuild"
 
 
 def projector_names() -> list[str]:
     return [p.name for p in all_projectors()]
+
+
+def chosen_projectors(names: Sequence[str] | None) -> list[Projector]:
+    """The named projectors (all when None or empty); ``ValueError`` naming the unknown ones."""
+    wanted = list(names or projector_names())
+    unknown = sorted(set(wanted) - set(projector_names()))
+    if unknown:
+        raise ValueError(f"unknown projection(s): {', '.join(unknown)}; known: {', '.join(projector_names())}")
+    return [p for p in all_projectors() if p.name in wanted]
 
 
 def rebuild(
@@ -20,21 +47,59 @@ def rebuild(
     names: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Rebuild the named read models (all when None); ``progress(position, head)``. Returns the position reached."""
-    names = list(names or projector_names())
-    unknown = sorted(set(names) - set(projector_names()))
-    if unknown:
-        raise ValueError(f"unknown projection(s): {', '.join(unknown)}; known: {', '.join(projector_names())}")
+    """Rebuild the named read models (all when None); ``progress(position, head)``. Returns the position reached.
+
+    Raises ``projections.runner.ProjectionFailed`` (or the store's error) when the rebuild fails; the live
+    read models are then untouched."""
+    live = chosen_projectors(names)
     log = EventLog(settings.event_store_env())
     store, store_factory = open_read_store(settings.read_store_env())
     try:
-        runner = ProjectionRunner(log, store, all_projectors(), run_blocking=_not_async)
-        head = log.head()
-        return runner.rebuild(names, progress=(lambda position: progress(position, head)) if progress else None)
+        return rebuild_aside(log, store, live, progress)
     finally:
         log.close()
         store_factory.close()
 
 
-async def _not_async(*_args, **_kwargs):  # pragma: no cover - the rebuild only uses the blocking API
-    raise RuntimeError("rebuild runs without an event loop")
+def rebuild_aside(
+    log: EventLog, store: ReadStore, live: Sequence[Projector], progress: Callable[[int, int], None] | None = None
+) -> int:
+    fresh = [projector.aside(REBUILD_SUFFIX) for projector in live]
+    with store.transaction() as cursor:
+        create_tables(store, cursor, [])  # the fault and skip records, on a store no server has opened yet
+    with store.transaction() as cursor:
+        store.lock_projections(cursor)  # first: SQLite's write lock must be taken before anything is read
+        for projector in fresh:
+            projector.drop(cursor)  # left by a rebuild that was killed
+            store.reset(cursor, projector.name)
+        create_tables(store, cursor, fresh)
+        skipped = {aside.name: store.skipped(cursor, projector.name) for projector, aside in zip(live, fresh)}
+    runner = ProjectionRunner(log, store, fresh, record_faults=False, skipped=skipped)
+    try:
+        head = log.head()
+        runner.catch_up(progress=(lambda position: progress(position, head)) if progress else None)
+        with store.transaction() as cursor:
+            position = runner.catch_up_in(cursor)  # holds the projection lock until the swap commits
+            for projector, aside in zip(live, fresh):
+                _swap(store, cursor, projector, aside, position)
+        logger.info("rebuilt %s up to position %d", ", ".join(p.name for p in live), position)
+        return position
+    except BaseException:
+        with store.transaction() as cursor:
+            store.lock_projections(cursor)
+            for projector in fresh:
+                projector.drop(cursor)
+                store.reset(cursor, projector.name)
+        raise
+
+
+def _swap(store: ReadStore, cursor, live: Projector, aside: Projector, position: int) -> None:
+    """In the caller's transaction: the aside tables become the live ones, at ``position``, without a fault."""
+    live.drop(cursor)
+    for old, new in zip(aside.table_names(), live.table_names()):
+        store.rename_table(cursor, old, new)
+    for index in live.index_names():
+        store.rename_index(cursor, aside.sql(f"{{{index}}}"), index, live.index_statement(index))
+    store.reset(cursor, aside.name)
+    store.set_position(cursor, live.name, position)
+    store.clear_fault(cursor, live.name)

@@ -1,55 +1,91 @@
 """Read models kept by projector workers in other processes, as the API sees them (``CHAINLOOM_PROJECTIONS=kafka``).
 
-The API does not project; it reads the positions the workers track in the read
-store. While a command waits for its write (read-your-writes), the follower
-loop reads them every 10 ms until every projector has reached the write's
-position; when nobody waits, it reads nothing. Same interface as the embedded
-``ProjectionRunner`` (``start``, ``stop``, ``poke``, ``wait_for``, ``position``).
+The API does not project; it reads the positions and faults the workers
+record in the read store. While a command waits for its write
+(read-your-writes), they are read every 10 ms until every projector the
+command needs has reached the write's position, or one of them is faulted
+(the command then fails at once); when nobody waits, nothing is read. Same
+interface as the embedded ``ProjectionRunner`` (``start``, ``stop``, ``poke``,
+``wait_for``, ``position``, ``faults``, ``read_faults``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 
-from infra.follower import Follower, RunBlocking
-from infra.readstore import ReadStore
+from infra.follower import RunBlocking
+from infra.readstore import Fault, ReadStore
 from projections.base import Projector, create_tables
-from projections.runner import ReadModelsBehind
+from projections.waits import ProjectorStates
+
+logger = logging.getLogger(__name__)
 
 
 class TrackedProjections:
-    def __init__(self, store: ReadStore, projectors: Sequence[Projector], run_blocking: RunBlocking) -> None:
+    def __init__(
+        self, store: ReadStore, projectors: Sequence[Projector], run_blocking: RunBlocking, *, poll: float = 0.01
+    ) -> None:
         self._store = store
         self._projectors = list(projectors)
         self._names = [p.name for p in self._projectors]
         self._run_blocking = run_blocking
-        self._follower = Follower(
-            self.read_position, run_blocking, name="tracked-projections", idle_poll=None,
-            behind=ReadModelsBehind, what="read models",
-        )
+        self._poll = poll
+        self._states = ProjectorStates(self._names, wake=self.poke)
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
 
-    def setup(self) -> int:
-        """Create the read models' tables (so queries work before a worker has run); return the position."""
+    def setup(self) -> tuple[dict[str, int], dict[str, Fault]]:
+        """Create the read models' tables (so queries work before a worker has run); return positions and faults."""
         with self._store.transaction() as cursor:
             create_tables(self._store, cursor, self._projectors)
-            return min(self._store.positions(cursor, self._names).values())
+        return self.read()
 
-    def read_position(self) -> tuple[int, bool]:
+    def read(self) -> tuple[dict[str, int], dict[str, Fault]]:
         with self._store.transaction(commit=False) as cursor:
-            return min(self._store.positions(cursor, self._names).values()), False
+            return self._store.positions(cursor, self._names), self._store.faults(cursor, self._names)
 
     @property
     def position(self) -> int:
-        return self._follower.position
+        return min(self._states.positions.values())
+
+    @property
+    def faults(self) -> dict[str, Fault]:
+        return dict(self._states.faults)
+
+    async def read_faults(self) -> dict[str, Fault]:
+        _, faults = await self._run_blocking(self.read)
+        return faults
 
     async def start(self) -> None:
-        self._follower.start(await self._run_blocking(self.setup))
+        self._states.update(*await self._run_blocking(self.setup))
+        self._task = asyncio.create_task(self._follow(), name="tracked-projections")
 
     async def stop(self) -> None:
-        await self._follower.stop()
+        self._stopping = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
 
     def poke(self) -> None:
-        self._follower.poke()
+        self._wakeup.set()
 
-    async def wait_for(self, position: int | None, timeout: float) -> None:
-        await self._follower.wait_for(position, timeout)
+    async def wait_for(self, position: int | None, timeout: float, needs: Sequence[str] | None = None) -> None:
+        await self._states.wait_for(position, timeout, needs)
+
+    async def _follow(self) -> None:
+        """Read positions and faults while someone waits; sleep until poked otherwise."""
+        while not self._stopping:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._states.waiting and not self._stopping:
+                try:
+                    self._states.update(*await self._run_blocking(self.read))
+                except Exception:
+                    logger.exception("tracked projections: reading positions failed")
+                    await asyncio.sleep(0.1)
+                    continue
+                await asyncio.sleep(self._poll)

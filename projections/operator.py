@@ -1,0 +1,102 @@
+"""What an operator does about a faulted projection: see it, retry it, or skip its poison event.
+
+These run in any process (``chainloom projections status|retry|skip``); a
+running server or projector worker reads the faults with the positions in
+each batch, so it resumes without a restart. A skip is audited on the log
+(``projection.event_skipped``) before the projection moves past the event, and
+remembered in the read store so a rebuild skips the event too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from eventsourcing.persistence import IntegrityError
+
+from domain.projection_audit import SkippedProjectionEvent
+from infra.eventlog import EventLog
+from infra.readstore import Fault, ReadStore, open_read_store
+from infra.settings import Settings
+from projections.base import create_tables
+from projections.rebuild import chosen_projectors, projector_names
+
+OPERATOR_METADATA = {"actor": "operator", "request_id": "cli", "correlation_id": "cli"}
+
+
+class NotFaulted(Exception):
+    """The projection has no fault to retry or skip."""
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    position: int
+    head: int
+    fault: Fault | None
+
+
+@contextmanager
+def _stores(settings: Settings) -> Iterator[tuple[EventLog, ReadStore]]:
+    if not settings.uses_postgres:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log = EventLog(settings.event_store_env())
+    store, store_factory = open_read_store(settings.read_store_env())
+    try:
+        with store.transaction() as cursor:
+            create_tables(store, cursor, [])  # the fault records, if no server has run yet
+        yield log, store
+    finally:
+        log.close()
+        store_factory.close()
+
+
+def status(settings: Settings) -> list[ProjectionStatus]:
+    """Each projection's position, the log's head, and its fault if it has one."""
+    names = projector_names()
+    with _stores(settings) as (log, store):
+        head = log.head()
+        with store.transaction(commit=False) as cursor:
+            positions = store.positions(cursor, names)
+            faults = store.faults(cursor, names)
+    return [ProjectionStatus(name, positions[name], head, faults.get(name)) for name in names]
+
+
+def retry(settings: Settings, name: str) -> Fault:
+    """Clear the projection's fault: it tries the poison event again. Returns the fault cleared."""
+    chosen_projectors([name])
+    with _stores(settings) as (_, store):
+        with store.transaction() as cursor:
+            store.lock_projections(cursor)
+            fault = store.faults(cursor, [name]).get(name)
+            if fault is None:
+                raise NotFaulted(f"projection {name} is not faulted")
+            store.clear_fault(cursor, name)
+    return fault
+
+
+def skip(settings: Settings, name: str) -> Fault:
+    """Audit the skip on the log, move the projection past its poison event and clear the fault."""
+    chosen_projectors([name])
+    with _stores(settings) as (log, store):
+        with store.transaction(commit=False) as cursor:
+            fault = store.faults(cursor, [name]).get(name)
+        if fault is None:
+            raise NotFaulted(f"projection {name} is not faulted")
+        audit = SkippedProjectionEvent.record(name, fault.position, fault.event_id, fault.event_type, fault.error)
+        try:
+            log.save(audit, metadata=OPERATOR_METADATA)
+        except IntegrityError:
+            pass  # audited already by a skip that stopped before moving the projection on
+        with store.transaction() as cursor:
+            store.lock_projections(cursor)
+            current = store.faults(cursor, [name]).get(name)
+            if current is None or current.position != fault.position:
+                raise NotFaulted(f"projection {name} is no longer stopped at event {fault.position}")
+            position = store.positions(cursor, [name])[name]
+            if position < fault.position:
+                store.set_position(cursor, name, fault.position)
+            store.record_skip(cursor, name, fault.position)
+            store.clear_fault(cursor, name)
+    return fault
