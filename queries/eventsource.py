@@ -166,6 +166,16 @@ class EventSourceQueries:
         )
         return [event_json(r) for r in rows]
 
+    async def events_of_type_after(self, event_type: str, after_nid: int, limit: int) -> list[Json]:
+        """Events of a type after a log position, in log order (an SSE stream resuming from Last-Event-ID)."""
+        rows = await self._rows(
+            f"SELECT {_EVENT_COLUMNS} FROM event_index WHERE event_type = ? AND nid > ? ORDER BY nid LIMIT ?",
+            event_type,
+            after_nid,
+            limit,
+        )
+        return [event_json(r) for r in rows]
+
     async def events_of_source(self, event_type: str, event_source: str, window: Window, limit: int) -> list[Json]:
         rows = await self._rows(
             f"SELECT {_EVENT_COLUMNS} FROM event_index WHERE event_type = ? AND event_source = ?"
@@ -195,13 +205,17 @@ class EventSourceQueries:
         return [event_json(r) for r in rows]
 
     async def event_types(self, window: Window, limit: int) -> list[str]:
-        """Distinct types in the window, ascending by code point (the same on every database)."""
+        """Distinct types in the window, newest last occurrence first (ties by type, the same on every
+        database): a client looking for the type it just posted finds it within any limit."""
         rows = await self._rows(
-            "SELECT DISTINCT event_type FROM event_index WHERE created_at >= ? AND created_at <= ?",
+            "SELECT event_type, MAX(created_at) AS last_at, MAX(nid) AS last_nid FROM event_index"
+            " WHERE created_at >= ? AND created_at <= ? GROUP BY event_type"
+            " ORDER BY last_at DESC, last_nid DESC LIMIT ?",
             window.from_ns,
             window.to_ns,
+            limit,
         )
-        return sorted(r["event_type"] for r in rows)[:limit]
+        return [r["event_type"] for r in rows]
 
     # -- raw events ----------------------------------------------------------
 

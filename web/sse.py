@@ -1,22 +1,41 @@
 """Server-Sent Events: the in-process fan-out of new log events, and the one SSE response writer.
 
-The projection runner hands every batch of newly applied events to
-``EventHub.publish`` (on the event loop). Each subscriber has a bounded
-buffer; a subscriber that falls that far behind is dropped — its stream ends
-with a comment saying so — rather than silently missing events, so a client
-knows to reconnect and catch up through ``GET /events/type``. Each event is
-encoded once, whatever the number of subscribers.
+Whatever feeds the log's new events in this process (the projection runner,
+or in the distributed mode the live follower of projections/live.py) hands
+them to ``EventHub.publish`` on the event loop, with the log position it has
+passed. Each subscriber has a bounded buffer; a subscriber that falls that far
+behind is dropped — its stream ends with a comment saying so — rather than
+silently missing events. Each event is encoded once, whatever the number of
+subscribers, as a frame carrying its log position as the SSE ``id``.
+
+A client that reconnects with that id (``Last-Event-ID``) resumes without a
+gap or a duplicate. The stream subscribes first, so every event published from
+then on is buffered; it waits until the read model that lists events
+(``event_index``) has reached the position the hub had passed when it
+subscribed — everything before that was published to others and is only in
+the index — and catches up from the index in pages; then it forwards the
+buffered and live frames past the last id it sent. The wait matters in the
+distributed mode, where the hub follows the log directly while the index is
+kept by projector workers that may lag behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from aiohttp import web
+
+from domain.eventsource.events import INTERNAL_EVENT_SOURCE
+from domain.uniqueness import BOOKKEEPING_AGGREGATE_TYPES
+
+logger = logging.getLogger(__name__)
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -27,18 +46,45 @@ SSE_HEADERS = {
 }
 # How often an idle stream checks that its client is still there.
 _CHECK_INTERVAL = 1.0
+# Events read from the index per catch-up query (independent of the live buffer's size).
+CATCH_UP_PAGE = 500
+TOO_SLOW = b": too slow: events were dropped; reconnect and catch up\n\n"
+
+Event = dict[str, Any]
+# Events of the stream's type after a log position, in log order, at most ``limit`` of them.
+ReadAfter = Callable[[int, int], Awaitable[list[Event]]]
+
+
+class Frame(NamedTuple):
+    nid: int
+    data: bytes
+
+
+def encode(event: Event) -> Frame:
+    """One SSE frame: ``id: <nid>`` (what a client resumes from) and ``data: <event JSON>``."""
+    data = json.dumps(event, separators=(",", ":")).encode()
+    return Frame(event["nid"], b"id: %d\ndata: %s\n\n" % (event["nid"], data))
+
+
+def is_public(event: Event) -> bool:
+    """Chainloom's bookkeeping (uniqueness claims) stays out of the public event API, streams included."""
+    bookkeeping = event.get("aggregate_type") in BOOKKEEPING_AGGREGATE_TYPES
+    return not (bookkeeping and event.get("event_source") == INTERNAL_EVENT_SOURCE)
 
 
 class Subscription:
-    def __init__(self, topic: str, limit: int) -> None:
+    def __init__(self, topic: str, limit: int, after: int) -> None:
         self.topic = topic
-        self._frames: deque[bytes] = deque()
+        # Every event of the topic past this log position is offered here; those before it are in the
+        # log (and, once the read models have reached it, in the event index) but were not offered.
+        self.after = after
+        self._frames: deque[Frame] = deque()
         self._limit = limit
         self._ready = asyncio.Event()
         self.overflowed = False
         self.closed = False
 
-    def offer(self, frame: bytes) -> None:
+    def offer(self, frame: Frame) -> None:
         if self.closed or self.overflowed:
             return
         if len(self._frames) >= self._limit:
@@ -51,7 +97,7 @@ class Subscription:
         self.closed = True
         self._ready.set()
 
-    async def take(self, timeout: float) -> list[bytes]:
+    async def take(self, timeout: float) -> list[Frame]:
         """Every frame waiting, after at most ``timeout`` seconds (none if nothing came)."""
         if not self._frames and not (self.closed or self.overflowed):
             try:
@@ -66,14 +112,17 @@ class Subscription:
 
 
 class EventHub:
-    """Subscribers by event type; ``publish`` is the projection runner's listener."""
+    """Subscribers by event type; ``publish`` is the listener of whatever follows the log here."""
 
     def __init__(self, queue_size: int) -> None:
         self._queue_size = queue_size
         self._subscribers: dict[str, set[Subscription]] = {}
+        # The log position up to which events were handed to ``publish`` (or passed over while
+        # nobody listened): a new subscription gets every event after it.
+        self.position = 0
 
     def subscribe(self, event_type: str) -> Subscription:
-        subscription = Subscription(event_type, self._queue_size)
+        subscription = Subscription(event_type, self._queue_size, self.position)
         self._subscribers.setdefault(event_type, set()).add(subscription)
         return subscription
 
@@ -85,23 +134,91 @@ class EventHub:
                 del self._subscribers[subscription.topic]
 
     def subscriber_count(self, event_type: str | None = None) -> int:
+        """(Also called from the live follower's worker thread: copies before iterating.)"""
         if event_type is not None:
             return len(self._subscribers.get(event_type, ()))
-        return sum(len(s) for s in self._subscribers.values())
+        return sum(len(s) for s in list(self._subscribers.values()))
 
-    def publish(self, events: Iterable[dict[str, Any]]) -> None:
+    def publish(self, events: Iterable[Event], position: int | None = None) -> None:
+        """Offer new events of the log, in log order; ``position``: how far the publisher has read
+        (past the last event when it passed over events nobody was subscribed to)."""
         for event in events:
+            self.position = max(self.position, event["nid"])
             subscribers = self._subscribers.get(event["event_type"])
-            if subscribers:
-                frame = b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+            if subscribers and is_public(event):
+                frame = encode(event)
                 for subscription in subscribers:
                     subscription.offer(frame)
+        if position is not None:
+            self.position = max(self.position, position)
 
     def close(self) -> None:
         """End every stream (service shutdown)."""
         for subscribers in self._subscribers.values():
             for subscription in subscribers:
                 subscription.close()
+
+
+async def subscribe_from(
+    hub: EventHub, event_type: str, after: int | None, index_reached: Callable[[int], Awaitable[None]]
+) -> Subscription:
+    """Subscribe; when resuming (``after`` is a position), first make sure the event index has reached
+    every event the hub handed out before this subscription (``index_reached(position)`` returns once
+    it has, or raises), so a catch-up from the index and the live frames leave no gap between them."""
+    subscription = hub.subscribe(event_type)
+    if after is not None:
+        try:
+            await index_reached(subscription.after)
+        except BaseException:
+            hub.unsubscribe(subscription)
+            raise
+    return subscription
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a reconnecting client left off, and how to read what it missed."""
+
+    after: int  # the Last-Event-ID: the position of the last event the client received
+    read_after: ReadAfter
+    page_size: int | None = None  # CATCH_UP_PAGE when None
+
+
+async def follow(subscription: Subscription, resume: Resume | None, interval: float) -> AsyncIterator[bytes]:
+    """The stream's body after its greeting: the missed events (``resume``), then live ones, each once,
+    in log order. Yields ``b""`` after ``interval`` seconds without anything new (time to ping or to
+    check the client is still there); ends when the subscription is closed or falls too far behind
+    (the last chunk then being the "too slow" comment)."""
+    last = -1
+    if resume is not None:
+        last = resume.after
+        page_size = resume.page_size or CATCH_UP_PAGE
+        while True:
+            events = await resume.read_after(last, page_size)
+            chunk = b"".join(encode(event).data for event in events if is_public(event))
+            if chunk:
+                yield chunk
+            if subscription.overflowed:
+                # Live frames were dropped while catching up: end; the client resumes from what it got.
+                yield TOO_SLOW
+                return
+            if events:
+                last = events[-1]["nid"]
+            if len(events) < page_size or subscription.closed:
+                break
+    while True:
+        frames = await subscription.take(interval)
+        fresh = [frame for frame in frames if frame.nid > last]
+        if fresh:
+            last = fresh[-1].nid
+            yield b"".join(frame.data for frame in fresh)
+        if subscription.overflowed:
+            yield TOO_SLOW
+            return
+        if subscription.closed:
+            return
+        if not frames:
+            yield b""
 
 
 async def stream(
@@ -111,35 +228,35 @@ async def stream(
     keepalive: float,
     unsubscribe: Callable[[Subscription], None],
     headers: Mapping[str, str] | None = None,
+    resume: Resume | None = None,
 ) -> web.StreamResponse:
     """Answer with an SSE stream of the subscription's frames until the client leaves.
 
-    Starts with a comment (``: <greeting>``), so the headers are flushed at once;
-    ``: ping`` comments keep idle connections open. The subscription is
-    released however the stream ends.
+    Starts with a comment (``: <greeting>``), so the headers are flushed at once,
+    then what ``resume`` says the client missed; ``: ping`` comments keep idle
+    connections open. The subscription is released however the stream ends.
+    A client that goes away is not an error: the stream just ends.
     """
     response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
+    interval = min(keepalive, _CHECK_INTERVAL)
     try:
         await response.prepare(request)
         await response.write(f": {greeting}\n\n".encode())
         idle = 0.0
-        while True:
-            frames = await subscription.take(min(keepalive, _CHECK_INTERVAL))
-            if frames:
-                await response.write(b"".join(frames))
-                idle = 0.0
-            if subscription.overflowed:
-                await response.write(b": too slow: events were dropped; reconnect and catch up\n\n")
-                break
-            if subscription.closed or request.transport is None or request.transport.is_closing():
-                break
-            if not frames:
-                idle += min(keepalive, _CHECK_INTERVAL)
+        async with aclosing(follow(subscription, resume, interval)) as chunks:
+            async for chunk in chunks:
+                if chunk:
+                    await response.write(chunk)
+                    idle = 0.0
+                    continue
+                if request.transport is None or request.transport.is_closing():
+                    break
+                idle += interval
                 if idle >= keepalive:
                     await response.write(b": ping\n\n")
                     idle = 0.0
-    except (ConnectionResetError, ConnectionError):
-        pass  # the client went away mid-write
+    except ConnectionError:
+        logger.debug("SSE client of %s went away", subscription.topic)
     finally:
         unsubscribe(subscription)
     return response

@@ -30,7 +30,7 @@ async def test_new_events_reach_the_listener_and_old_or_unwatched_ones_do_not(lo
     received: list[dict] = []
     subscribers = 1
     append(log, "before-start")
-    live = LiveLog(log, pool.run, received.extend, lambda: subscribers, poll=0.02)
+    live = LiveLog(log, pool.run, lambda events, position: received.extend(events), lambda: subscribers, poll=0.02)
     live.start()
     try:
         await asyncio.sleep(0.1)

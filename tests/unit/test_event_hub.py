@@ -16,9 +16,10 @@ async def test_subscribers_get_the_frames_of_their_type_in_order():
     hub.publish([event(1), event(2, "c.d"), event(3)])
     for subscription in (first, second):
         frames = await subscription.take(0.1)
-        assert [json.loads(f.decode()[6:]) for f in frames] == [event(1), event(3)]
-        assert all(f.startswith(b"data: ") and f.endswith(b"\n\n") for f in frames)
-    assert [json.loads(f[6:]) for f in await other.take(0.1)] == [event(2, "c.d")]
+        assert [json.loads(f.data.split(b"\ndata: ")[1]) for f in frames] == [event(1), event(3)]
+        assert [f.nid for f in frames] == [1, 3]
+        assert all(f.data.startswith(b"id: %d\ndata: " % f.nid) and f.data.endswith(b"\n\n") for f in frames)
+    assert [json.loads(f.data.split(b"\ndata: ")[1]) for f in await other.take(0.1)] == [event(2, "c.d")]
     assert await first.take(0.01) == []  # nothing new: an empty take after the timeout
 
 
