@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -12,6 +13,7 @@ from commands.catalog import CatalogCommands, DefaultModel
 from commands.eventsource import EventSourceCommands
 from domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
 from infra.blocking import BlockingPool
+from infra.envelope import EnvelopeMapper
 from infra.eventlog import EventLog
 from infra.kafka_relay import RelayService, open_relay
 from infra.readstore import open_read_store
@@ -19,7 +21,7 @@ from infra.secrets import open_secret_box
 from infra.settings import Settings
 from projections.live import LiveLog
 from projections.registry import all_projectors
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionFaulted, ProjectionRunner
 from projections.tracked import TrackedProjections
 from queries.cache import ReadCache
 from queries.catalog import CatalogMemberships, CatalogQueries
@@ -35,14 +37,17 @@ from web.keys import (
     PROJECTIONS,
     SETTINGS,
 )
-from web.middleware import request_id_middleware, token_middleware
+from web.middleware import request_id_middleware, token_middleware, url_values_middleware
 from web.sse import EventHub
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
     middlewares = [request_id_middleware, error_middleware]
     if settings.api_token:
         middlewares.append(token_middleware(settings.api_token))
+    middlewares.append(url_values_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_services)
@@ -78,7 +83,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     # from losing optimistic-concurrency races (other processes still may; the
     # command runner then decides again).
     writer = BlockingPool(1, name="writer")
-    log = await pool.run(EventLog, settings.event_store_env())
+    log = await pool.run(EventLog, settings.event_store_env(), EnvelopeMapper(max_event_bytes=settings.max_event_bytes))
     store, store_factory = await pool.run(open_read_store, settings.read_store_env())
     runner = _projections(settings, log, store, pool)
     hub = app[EVENT_HUB]
@@ -95,12 +100,20 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     if settings.kafka_enabled and settings.kafka_relay_in_serve:
         relay = open_relay(settings, log)
 
-    async def wait_for(position: int | None) -> None:
-        if relay is not None:
-            relay.poke()
-        if live is not None:
-            live.poke()
-        await runner.wait_for(position, settings.projection_timeout)
+    def wait_on(*needs: str) -> Callable[[int | None], Awaitable[None]]:
+        """Read-your-writes on the read models a command service answers from (only those can fail it)."""
+
+        async def wait_for(position: int | None) -> None:
+            if relay is not None:
+                relay.poke()
+            if live is not None:
+                live.poke()
+            await runner.wait_for(position, settings.projection_timeout, needs=needs)
+
+        return wait_for
+
+    wait_for_catalog = wait_on("catalog")
+    wait_for_eventsource = wait_on("eventsource")
 
     try:
         await runner.start()
@@ -108,15 +121,24 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             relay.start()
         if live is not None:
             live.start()
-        commands = CommandRunner(log, writer.run, wait_for)
+        # Live streams begin at the log's head: a client resuming from an earlier position is caught
+        # up from the event index (which it waits for), so the events already in the log are not missed.
+        hub.publish([], await pool.run(log.head))
+        catalog_runner = CommandRunner(log, writer.run, wait_for_catalog)
+        eventsource_runner = CommandRunner(log, writer.run, wait_for_eventsource)
         app[PROJECTIONS] = runner
-        app[CATALOG_COMMANDS] = CatalogCommands(commands, CatalogMemberships(store), settings.embed_model)
+        app[CATALOG_COMMANDS] = CatalogCommands(catalog_runner, CatalogMemberships(store), settings.embed_model)
         # Remember query results while the read models stand still (only where this process moves them).
-        cache = ReadCache((lambda: runner.position) if isinstance(runner, ProjectionRunner) else None)
+        cache = ReadCache((lambda: runner.version) if isinstance(runner, ProjectionRunner) else None)
         app[CATALOG_QUERIES] = CatalogQueries(store, pool.run, cache)
-        app[EVENTSOURCE_COMMANDS] = EventSourceCommands(commands, log, pool.run, wait_for, EventIndex(store), secrets)
+        app[EVENTSOURCE_COMMANDS] = EventSourceCommands(
+            eventsource_runner, log, pool.run, wait_for_eventsource, EventIndex(store), secrets
+        )
         app[EVENTSOURCE_QUERIES] = EventSourceQueries(store, pool.run)
-        await app[CATALOG_COMMANDS].seed_internal_groups(default_models(settings), settings.tenancy)
+        try:
+            await app[CATALOG_COMMANDS].seed_internal_groups(default_models(settings), settings.tenancy)
+        except ProjectionFaulted as error:  # the seeds are stored; serve (degraded) until an operator acts
+            logger.warning("start-up seeding is stored but not yet shown: %s", error)
         yield
     finally:
         # Reverse order; no store call may be in flight when the stores close.

@@ -11,8 +11,17 @@ import logging
 
 from aiohttp import web
 
-from domain.errors import BadRequest, Conflict, DomainError, Forbidden, NotFound, Unauthorized, Unprocessable
-from projections.runner import ReadModelsBehind
+from domain.errors import (
+    BadRequest,
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    Unprocessable,
+)
+from projections.runner import ProjectionFaulted, ReadModelsBehind
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,7 @@ _STATUS_OF = {
     NotFound: 404,
     Forbidden: 403,
     Conflict: 409,
+    TooLarge: 413,
     Unprocessable: 422,
 }
 
@@ -55,7 +65,8 @@ def error_response(status: int, message: str, param: str | None = None, headers=
 
 
 def _dumps(value) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # ASCII escapes: a message may quote input that is not valid Unicode text.
+    return json.dumps(value, separators=(",", ":"))
 
 
 def status_of(error: DomainError) -> int:
@@ -71,6 +82,9 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     except DomainError as error:
         return error_response(status_of(error), error.message, error.param)
+    except ProjectionFaulted as error:
+        # A read model the command answers from is stopped at a poison event: waiting would not help.
+        return error_response(503, str(error))
     except ReadModelsBehind as error:
         log.warning("read-your-writes wait timed out: %s", error)
         return error_response(503, str(error), headers={"Retry-After": "1"})
@@ -79,9 +93,23 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
             raise
         headers = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "retry-after")}
         return error_response(error.status, _http_message(error), headers=headers)
+    except ConnectionError:
+        if not _client_gone(request):
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(500, "internal error")
+        # The client left before sending its whole body (or reading the answer): not a server error.
+        # 400 (an incomplete request) is what the access log shows; nobody reads the answer.
+        log.info("client disconnected during %s %s", request.method, request.path)
+        return error_response(400, "client disconnected before the request was complete")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal error")
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the request's own connection is lost (not, say, a store's or a provider's)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _http_message(error: web.HTTPException) -> str:

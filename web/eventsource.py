@@ -15,14 +15,37 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.errors import BadRequest, Unprocessable
-from domain.eventsource.events import check_json
-from domain.eventsource.mappings import MappingConfig
+from domain.eventsource.events import INTERNAL_EVENT_SOURCE, MAX_RAW_ID_LENGTH, MAX_VERSION
+from domain.eventsource.mappings import MAX_PATH_BYTES, SIGNATURE_SCHEMES, MappingConfig
 from infra.timefmt import NS_MAX, NS_MIN, parse_ns
+from projections.eventsource import EventSourceProjector
 from queries.eventsource import Window, parse_limit, parse_raw_limit, required
-from web.bodies import json_response, read_body, with_body
-from web.keys import EVENT_HUB, EVENTSOURCE_COMMANDS, EVENTSOURCE_QUERIES, SETTINGS
+from web.bodies import JsonInt, json_response, read_body, read_limited, with_body
+from web.keys import EVENT_HUB, EVENTSOURCE_COMMANDS, EVENTSOURCE_QUERIES, PROJECTIONS, SETTINGS
 from web.middleware import REQUEST_ID, REQUEST_ID_HEADER, command_context
-from web.sse import stream
+from web.openapi import fails, headers, path_values, query, responds
+from web.schemas import (
+    STORABLE_TIME_PATTERN,
+    DeleteEventsQuery,
+    Event,
+    EventFrame,
+    EventsOfAggregateQuery,
+    EventsOfSourceQuery,
+    EventsOfTypeQuery,
+    EventWindowQuery,
+    IngestAnswer,
+    LastEventIdHeaders,
+    LastEventIdQuery,
+    Mapping,
+    MappingPathQuery,
+    Message,
+    RawEvent,
+    RawEventPath,
+    RawEventWindowQuery,
+    ReplayQuery,
+    WebhookPayload,
+)
+from web.sse import Resume, stream, subscribe_from
 
 routes = web.RouteTableDef()
 
@@ -35,40 +58,63 @@ class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
 
 
+_NOT_INTERNAL = {"not": {"const": INTERNAL_EVENT_SOURCE}}
+
+
 class EventBody(_Body):
+    # json_schema_extra: what the domain requires, for /openapi.json (the domain's messages stay).
+    model_config = ConfigDict(json_schema_extra={"required": ["event_type", "aggregate_id", "aggregate_type", "version"]})
+
     id: str = ""
-    created_at: str | None = None
-    event_type: str = ""
-    event_source: str = ""
-    aggregate_id: str = ""
-    aggregate_type: str = ""
-    version: int = 0
+    # Set by the server unless given, and then only within ±10 minutes of its clock.
+    created_at: str | None = Field(None, json_schema_extra={"readOnly": True, "format": "date-time"})
+    event_type: str = Field("", json_schema_extra={"minLength": 1})
+    event_source: str = Field("", json_schema_extra=_NOT_INTERNAL)
+    aggregate_id: str = Field("", json_schema_extra={"minLength": 1})
+    aggregate_type: str = Field("", json_schema_extra={"minLength": 1})
+    version: JsonInt = Field(0, json_schema_extra={"minimum": 1, "maximum": MAX_VERSION})
     data: Any = Field(default_factory=dict)
     metadata: Any = Field(default_factory=dict)
 
 
 class RawEventBody(_Body):
-    id: str = ""
-    received_at: str | None = None
-    path: str = ""
+    model_config = ConfigDict(json_schema_extra={"required": ["path", "payload"]})
+
+    id: str = Field("", json_schema_extra={"maxLength": MAX_RAW_ID_LENGTH})
+    received_at: str | None = Field(None, json_schema_extra={"pattern": STORABLE_TIME_PATTERN})
+    path: str = Field("", json_schema_extra={"minLength": 1})
     headers: dict[str, str] | None = None
-    payload: dict[str, Any] | None = None
+    payload: dict[str, Any] | None = Field(None, json_schema_extra={"type": "object"})
+
+
+# JSONPath is a grammar JSON Schema cannot state: a path that does not parse is a 422 (schemathesis.toml).
+_FIELD_PATH = {"description": "A JSONPath into the payload, without the leading `$.` (`data.user_id`, `items[0].id`)."}
+_MAPPING_REQUIRED = ["eventType", "eventSource", "aggregateType", "version"]
+# A signature scheme needs its secret (on PUT, an omitted one keeps the secret set before).
+_SECRET_WITH_SCHEME = {
+    "if": {"properties": {"signatureScheme": {"minLength": 1}}, "required": ["signatureScheme"]},
+    "then": {"required": ["signatureSecret"], "properties": {"signatureSecret": {"type": "string", "minLength": 1}}},
+}
 
 
 class MappingBody(_Body):
-    path: str = ""
-    event_type: str = Field("", alias="eventType")
-    event_source: str = Field("", alias="eventSource")
-    aggregate_type: str = Field("", alias="aggregateType")
-    aggregate_id_field: str = Field("", alias="aggregateIDField")
-    aggregate_type_field: str = Field("", alias="aggregateTypeField")
-    event_type_field: str = Field("", alias="eventTypeField")
-    event_source_field: str = Field("", alias="eventSourceField")
-    event_id_field: str = Field("", alias="eventIDField")
-    version: int = 0
-    version_field: str = Field("", alias="versionField")
-    metadata_mapping: dict[str, str] | None = Field(None, alias="metadataMapping")
-    signature_scheme: str = Field("", alias="signatureScheme")
+    model_config = ConfigDict(json_schema_extra={"required": ["path", *_MAPPING_REQUIRED], **_SECRET_WITH_SCHEME})
+
+    path: str = Field("", json_schema_extra={"minLength": 1, "maxLength": MAX_PATH_BYTES})
+    event_type: str = Field("", alias="eventType", json_schema_extra={"minLength": 1})
+    event_source: str = Field("", alias="eventSource", json_schema_extra={"minLength": 1, **_NOT_INTERNAL})
+    aggregate_type: str = Field("", alias="aggregateType", json_schema_extra={"minLength": 1})
+    aggregate_id_field: str = Field("", alias="aggregateIDField", json_schema_extra=_FIELD_PATH)
+    aggregate_type_field: str = Field("", alias="aggregateTypeField", json_schema_extra=_FIELD_PATH)
+    event_type_field: str = Field("", alias="eventTypeField", json_schema_extra=_FIELD_PATH)
+    event_source_field: str = Field("", alias="eventSourceField", json_schema_extra=_FIELD_PATH)
+    event_id_field: str = Field("", alias="eventIDField", json_schema_extra=_FIELD_PATH)
+    version: JsonInt = Field(0, json_schema_extra={"minimum": 1})
+    version_field: str = Field("", alias="versionField", json_schema_extra=_FIELD_PATH)
+    metadata_mapping: dict[str, str] | None = Field(
+        None, alias="metadataMapping", json_schema_extra={"additionalProperties": {"type": "string", **_FIELD_PATH}}
+    )
+    signature_scheme: str = Field("", alias="signatureScheme", json_schema_extra={"enum": list(SIGNATURE_SCHEMES)})
     signature_header: str = Field("", alias="signatureHeader")
     # Write-only: sealed before it is stored, never answered back.
     signature_secret: str | None = Field(None, alias="signatureSecret")
@@ -92,18 +138,20 @@ class MappingBody(_Body):
         )
 
 
+class MappingUpdateBody(MappingBody):
+    """``PUT /mapping``: the path of the query wins, so the body need not name one."""
+
+    model_config = ConfigDict(json_schema_extra={"required": _MAPPING_REQUIRED, **_SECRET_WITH_SCHEME})
+
+    path: str = Field("", description="Ignored: the path of the query is the mapping's.")
+
+
 def _commands(request: web.Request):
     return request.app[EVENTSOURCE_COMMANDS]
 
 
 def _queries(request: web.Request):
     return request.app[EVENTSOURCE_QUERIES]
-
-
-def _json_value(value: Any, name: str) -> Any:
-    """Refuse NaN and Infinity (the JSON parser lets them through) and too deep nesting."""
-    check_json(value, name)
-    return value
 
 
 def _time_field(text: str | None, name: str) -> int | None:
@@ -139,6 +187,8 @@ def _mapping_path(request: web.Request) -> str:
 
 
 @routes.post("/events")
+@responds(201, Event)
+@fails(409)
 @with_body(EventBody)
 async def append_event(request: web.Request, body: EventBody) -> web.Response:
     """Appends a new event to the event store (id and created_at default; created_at within ±10 minutes)."""
@@ -150,13 +200,15 @@ async def append_event(request: web.Request, body: EventBody) -> web.Response:
         aggregate_type=body.aggregate_type,
         aggregate_id=body.aggregate_id,
         version=body.version,
-        data=_json_value(body.data, "data"),
-        metadata=_json_value(body.metadata, "metadata"),
+        data=body.data,
+        metadata=body.metadata,
     )
     return json_response(event, 201)
 
 
 @routes.get("/events/aggregate")
+@responds(200, list[Event])
+@query(EventsOfAggregateQuery)
 async def events_of_aggregate(request: web.Request) -> web.Response:
     """Retrieves events for a specific aggregate within a time range (newest first)."""
     q = request.query
@@ -170,6 +222,8 @@ async def events_of_aggregate(request: web.Request) -> web.Response:
 
 
 @routes.get("/events/type")
+@responds(200, list[Event])
+@query(EventsOfTypeQuery)
 async def events_of_type(request: web.Request) -> web.Response:
     """Retrieves events of a specific type within a time range (newest first)."""
     q = request.query
@@ -179,6 +233,8 @@ async def events_of_type(request: web.Request) -> web.Response:
 
 
 @routes.get("/events/source")
+@responds(200, list[Event])
+@query(EventsOfSourceQuery)
 async def events_of_source(request: web.Request) -> web.Response:
     """Retrieves events from a specific source within a time range (newest first)."""
     q = request.query
@@ -188,6 +244,8 @@ async def events_of_source(request: web.Request) -> web.Response:
 
 
 @routes.get("/events/types")
+@responds(200, list[str])
+@query(EventWindowQuery)
 async def event_types(request: web.Request) -> web.Response:
     """Lists distinct event types that occurred within a time range (ascending)."""
     window, limit = _window_and_limit(request)
@@ -195,6 +253,9 @@ async def event_types(request: web.Request) -> web.Response:
 
 
 @routes.delete("/events/type")
+@responds(200, Message)
+@query(DeleteEventsQuery)
+@fails(403)
 async def delete_events(request: web.Request) -> web.Response:
     """Deletes all events of a type within a time range, from the log and every read model (GDPR).
 
@@ -212,12 +273,31 @@ async def delete_events(request: web.Request) -> web.Response:
 
 
 @routes.get("/events/stream/{eventType:.+}")
+@responds(200, EventFrame, "One `id: <nid>` / `data: <eventstore_Event JSON>` frame per event.", "text/event-stream")
+@query(LastEventIdQuery)
+@headers(LastEventIdHeaders)
+@fails(503)  # resuming needs the event index: faulted, or not there in time
 async def stream_events(request: web.Request) -> web.StreamResponse:
-    """Streams events of a specific type in real time (SSE): one ``data: <event JSON>`` frame per new event."""
+    """Streams events of a specific type in real time (SSE): one ``id: <nid>``/``data: <event JSON>`` frame per event.
+
+    With ``Last-Event-ID`` (the header, or the ``lastEventId``/``last_event_id`` query parameter: the
+    ``nid`` of the last event received) every event of the type after it comes first, then live ones.
+    """
     event_type = request.match_info["eventType"]
+    after = _last_event_id(request)
     hub = request.app[EVENT_HUB]
     settings = request.app[SETTINGS]
-    subscription = hub.subscribe(event_type)
+    projections = request.app[PROJECTIONS]
+    subscription = await subscribe_from(  # the event index must have what the hub handed out before
+        hub,
+        event_type,
+        after,
+        lambda position: projections.wait_for(position, settings.projection_timeout, needs=[EVENT_INDEX]),
+    )
+    resume = None
+    if after is not None:
+        queries = _queries(request)
+        resume = Resume(after, lambda nid, limit: queries.events_of_type_after(event_type, nid, limit))
     return await stream(
         request,
         subscription,
@@ -225,13 +305,42 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         settings.sse_keepalive,
         hub.unsubscribe,
         {REQUEST_ID_HEADER: request.get(REQUEST_ID, "")},  # sent before the middleware could add it
+        resume,
     )
+
+
+_LAST_EVENT_ID = re.compile(r"^[0-9]{1,18}$")
+EVENT_INDEX = EventSourceProjector.name  # the read model a resuming stream catches up from
+
+
+def _last_event_id(request: web.Request) -> int | None:
+    """Where a reconnecting SSE client left off: the header, else the query parameter; empty means nowhere.
+
+    Every value given must be an nid, even one the header overrides (a malformed one is a client bug).
+    """
+    after = None
+    for name, value in (
+        ("Last-Event-ID", request.headers.get("Last-Event-ID")),
+        ("lastEventId", request.query.get("lastEventId")),
+        ("last_event_id", request.query.get("last_event_id")),
+    ):
+        if value is None or value == "":
+            continue
+        if not _LAST_EVENT_ID.match(value):
+            raise Unprocessable(
+                f"invalid {name}: expected the nid of the last event received (a non-negative integer)", param=name
+            )
+        if after is None:
+            after = int(value)
+    return after
 
 
 # -- raw events, ingest, replay ----------------------------------------------------
 
 
 @routes.post("/raw-events")
+@responds(201, RawEvent)
+@fails(409)
 @with_body(RawEventBody)
 async def record_raw_event(request: web.Request, body: RawEventBody) -> web.Response:
     """Ingests a raw event into the event source (internal use: it is kept, not mapped)."""
@@ -240,13 +349,15 @@ async def record_raw_event(request: web.Request, body: RawEventBody) -> web.Resp
         received_at_ns=_time_field(body.received_at, "received_at"),
         path=body.path,
         headers=dict(body.headers or {}),
-        payload=_json_value(body.payload, "payload"),
+        payload=body.payload,
         ctx=command_context(request),
     )
     return json_response(raw, 201)
 
 
 @routes.get("/raw-events")
+@responds(200, list[RawEvent])
+@query(EventWindowQuery)
 async def list_raw_events(request: web.Request) -> web.Response:
     """Lists raw events within a time range, newest received first."""
     queries = _queries(request)
@@ -255,6 +366,9 @@ async def list_raw_events(request: web.Request) -> web.Response:
 
 
 @routes.get("/raw-events/{nid}")
+@responds(200, RawEvent)
+@path_values(RawEventPath)
+@query(RawEventWindowQuery)
 async def get_raw_event(request: web.Request) -> web.Response:
     """Retrieves a raw event by numeric ID (NID) received within a time range (``from`` and ``to`` required)."""
     text = request.match_info["nid"]
@@ -266,18 +380,10 @@ async def get_raw_event(request: web.Request) -> web.Response:
     return json_response(await _queries(request).raw_event(int(text), Window.of_raw_events(request.query, 0)))
 
 
-async def _read_webhook_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    body = bytearray()
-    while chunk := await request.content.read(1 << 16):
-        body += chunk
-        if len(body) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
-    return bytes(body)
-
-
 @routes.post("/ingest")
+@responds(201, IngestAnswer)
+@query(MappingPathQuery)
+@fails(400, 401, 404, 409, 413)
 async def ingest(request: web.Request) -> web.Response:
     """Ingests a webhook: keeps the raw payload, then appends the event its mapping (``?path=``) makes of it.
 
@@ -290,9 +396,12 @@ async def ingest(request: web.Request) -> web.Response:
     path = _query(request, "path")
     if not path:
         raise BadRequest(f"path query parameter is required: {_BAD_PATH_VALUE}", param="path")
-    body = await _read_webhook_body(request, request.app[SETTINGS].ingest_max_bytes)
+    body = await read_limited(request, request.app[SETTINGS].ingest_max_bytes)
     answer = await _commands(request).ingest(path, body, request.headers, command_context(request))
     return json_response(answer, 201)
+
+
+ingest.request_model = WebhookPayload  # type: ignore[attr-defined]  # read as bytes; documented in /openapi.json
 
 
 def _replay_time(request: web.Request, name: str) -> int:
@@ -306,6 +415,9 @@ def _replay_time(request: web.Request, name: str) -> int:
 
 
 @routes.post("/replay")
+@responds(202, Message)
+@query(ReplayQuery)
+@fails(400, 404, 409, 413)
 async def replay(request: web.Request) -> web.Response:
     """Replays a raw event by NID: maps its payload with the current mapping and appends a new event (202)."""
     text = _query(request, "nid")
@@ -324,6 +436,8 @@ async def replay(request: web.Request) -> web.Response:
 
 
 @routes.post("/mappings")
+@responds(201, Mapping)
+@fails(409)
 @with_body(MappingBody)
 async def create_mapping(request: web.Request, body: MappingBody) -> web.Response:
     """Creates a new event mapping configuration (``signatureSecret`` is stored sealed and never answered)."""
@@ -333,33 +447,43 @@ async def create_mapping(request: web.Request, body: MappingBody) -> web.Respons
 
 
 @routes.get("/mappings")
+@responds(200, list[Mapping])
 async def list_mappings(request: web.Request) -> web.Response:
     """Lists all configured event mappings, sorted by path."""
     return json_response(await _queries(request).mappings())
 
 
 @routes.get("/mapping")
+@responds(200, Mapping)
+@query(MappingPathQuery)
+@fails(400, 404)
 async def get_mapping(request: web.Request) -> web.Response:
     """Retrieves details for a specific event mapping by path."""
     return json_response(await _queries(request).mapping(_mapping_path(request)))
 
 
 @routes.put("/mapping")
+@responds(200, Mapping)
+@query(MappingPathQuery)
+@fails(400, 404)
 async def update_mapping(request: web.Request) -> web.Response:
     """Updates (replaces) a mapping; the path of the query wins over the body's.
 
     An omitted ``signatureSecret`` keeps the secret set before, as long as ``signatureScheme`` stays set.
     """
     path = _mapping_path(request)  # a missing path (400) is told before a bad body (422)
-    body = await read_body(request, MappingBody)
+    body = await read_body(request, MappingUpdateBody)
     await _commands(request).update_mapping(body.config(path), body.signature_secret, command_context(request))
     return json_response(await _queries(request).mapping(path))
 
 
-update_mapping.request_model = MappingBody  # type: ignore[attr-defined]  # documented in /openapi.json
+update_mapping.request_model = MappingUpdateBody  # type: ignore[attr-defined]  # documented in /openapi.json
 
 
 @routes.delete("/mapping")
+@responds(200, Message)
+@query(MappingPathQuery)
+@fails(400, 404)
 async def delete_mapping(request: web.Request) -> web.Response:
     """Deletes an event mapping configuration by path."""
     await _commands(request).delete_mapping(_mapping_path(request), command_context(request))
@@ -367,6 +491,7 @@ async def delete_mapping(request: web.Request) -> web.Response:
 
 
 @routes.post("/sync")
+@responds(200, Message)
 async def sync_mappings(request: web.Request) -> web.Response:
     """Refreshes the mappings ingest uses (changes made through this process apply at once anyway;
     this makes changes made through another process apply now rather than within a second)."""

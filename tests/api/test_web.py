@@ -90,7 +90,7 @@ async def test_openapi_describes_the_implemented_operations(client):
         ("GET", "/group-by-name/{name}"), ("GET", "/group-by-purpose/{purpose}"),
         ("GET", "/backends"), ("POST", "/backends"), ("GET", "/backends/{id}"), ("PUT", "/backends/{id}"),
         ("DELETE", "/backends/{id}"),
-        ("GET", "/models"), ("POST", "/models"), ("PUT", "/models/{id}"), ("DELETE", "/models/{model}"),
+        ("GET", "/models"), ("POST", "/models"), ("PUT", "/models/{id}"), ("DELETE", "/models/{id}"),
         ("POST", "/backend-affinity/{groupID}/backends/{backendID}"),
         ("DELETE", "/backend-affinity/{groupID}/backends/{backendID}"),
         ("GET", "/backend-affinity/{groupID}/backends"), ("GET", "/backend-affinity/{backendID}/groups"),
