@@ -15,6 +15,8 @@ from domain.errors import Conflict
 
 
 class UniqueValue(Aggregate):
+    # Bookkeeping, not a fact clients asked about: its events stay on the log (and Kafka) for
+    # audit, but the public event API does not list them.
     aggregate_type = "unique_value"
 
     @staticmethod
@@ -51,3 +53,7 @@ class UniqueValue(Aggregate):
     @event("Released")
     def _release(self) -> None:
         self.owner = ""
+
+
+# Aggregates whose events are chainloom's bookkeeping (kept out of the public event API).
+BOOKKEEPING_AGGREGATE_TYPES = frozenset({UniqueValue.aggregate_type})

@@ -189,18 +189,28 @@ async def test_events_of_an_aggregate_and_of_a_source(client):
     assert listed == []  # exact, case-sensitive
 
 
-async def test_event_types_are_distinct_sorted_and_capped(client):
-    for event_type in ("zeta.done", "alpha.done", "alpha.done", "Beta.done"):
+async def test_event_types_are_distinct_newest_first_and_capped(client):
+    for event_type in ("zeta.done", "alpha.done", "Beta.done", "alpha.done"):
         await post(client, event_type=event_type)
     status, types = await call(client, "GET", "/events/types")
-    assert [t for t in types if t.endswith(".done")] == ["Beta.done", "alpha.done", "zeta.done"]
-    assert types == sorted(types) and len(types) == len(set(types))
+    # by last occurrence, newest first: alpha.done was posted again last
+    assert [t for t in types if t.endswith(".done")] == ["alpha.done", "Beta.done", "zeta.done"]
+    assert types[:3] == ["alpha.done", "Beta.done", "zeta.done"] and len(types) == len(set(types))
     status, types = await call(client, "GET", "/events/types", params={"limit": "2"})
-    assert len(types) == 2
+    assert types == ["alpha.done", "Beta.done"]  # what a client just posted is within any limit
     status, types = await call(client, "GET", "/events/types", params={"from": ago(-1), "to": ago(-2)})
     assert types == []
     status, types = await call(client, "GET", "/events/types", params={"from": "0001-01-01T00:00:00Z", "to": "9999-01-01T00:00:00Z"})
     assert status == 200 and "zeta.done" in types
+
+
+async def test_uniqueness_bookkeeping_is_not_in_the_public_event_api(client):
+    status, _ = await call(client, "POST", "/groups", {"name": "bookkept", "purposeType": "p"})
+    assert status == 201
+    status, types = await call(client, "GET", "/events/types")
+    assert "group.created" in types and not [t for t in types if t.startswith("unique_value.")]
+    status, listed = await call(client, "GET", "/events/type", params={"event_type": "unique_value.claimed"})
+    assert status == 200 and listed == []
 
 
 @pytest.mark.parametrize(
