@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from domain.eventsource.events import EVENTS_DELETED, RAW_EVENT_RECEIVED
+from domain.eventsource.events import EVENTS_DELETED, INTERNAL_EVENT_SOURCE, RAW_EVENT_RECEIVED
+from domain.uniqueness import BOOKKEEPING_AGGREGATE_TYPES
 from infra.readstore import SqlCursor
 from infra.timefmt import parse_ns
 from projections.base import Event, Projector, on
@@ -47,26 +48,29 @@ class EventSourceProjector(Projector):
     name = "eventsource"
     tables = ("event_index", "raw_events", "event_mappings")
     schema = (
-        "CREATE TABLE IF NOT EXISTS event_index ("
+        "CREATE TABLE IF NOT EXISTS {event_index} ("
         " nid BIGINT PRIMARY KEY, created_at BIGINT NOT NULL, event_type TEXT NOT NULL,"
         " event_source TEXT NOT NULL, aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL,"
         " version BIGINT NOT NULL, envelope TEXT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS event_index_type ON event_index (event_type, created_at)",
-        "CREATE INDEX IF NOT EXISTS event_index_source ON event_index (event_type, event_source, created_at)",
-        "CREATE INDEX IF NOT EXISTS event_index_aggregate"
-        " ON event_index (event_type, aggregate_type, aggregate_id, created_at)",
-        "CREATE INDEX IF NOT EXISTS event_index_created ON event_index (created_at)",
-        "CREATE TABLE IF NOT EXISTS raw_events ("
+        "CREATE INDEX IF NOT EXISTS {event_index_type} ON {event_index} (event_type, created_at)",
+        "CREATE INDEX IF NOT EXISTS {event_index_source} ON {event_index} (event_type, event_source, created_at)",
+        "CREATE INDEX IF NOT EXISTS {event_index_aggregate}"
+        " ON {event_index} (event_type, aggregate_type, aggregate_id, created_at)",
+        "CREATE INDEX IF NOT EXISTS {event_index_created} ON {event_index} (created_at)",
+        "CREATE TABLE IF NOT EXISTS {raw_events} ("
         " nid BIGINT PRIMARY KEY, id TEXT NOT NULL, received_at BIGINT NOT NULL, recorded_at BIGINT NOT NULL,"
         " path TEXT NOT NULL, headers TEXT NOT NULL, payload TEXT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS raw_events_received ON raw_events (received_at)",
-        "CREATE TABLE IF NOT EXISTS event_mappings (path TEXT PRIMARY KEY, config TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS {raw_events_received} ON {raw_events} (received_at)",
+        "CREATE TABLE IF NOT EXISTS {event_mappings} (path TEXT PRIMARY KEY, config TEXT NOT NULL)",
     )
 
     def apply(self, cursor: SqlCursor, event: Event) -> None:
+        cursor = self.templated(cursor)
+        if event["aggregate_type"] in BOOKKEEPING_AGGREGATE_TYPES and event["event_source"] == INTERNAL_EVENT_SOURCE:
+            return  # uniqueness claims: on the log and Kafka for audit, not in the public event API
         envelope = {k: v for k, v in event.items() if k != "nid"}
         cursor.execute(
-            "INSERT INTO event_index (nid, created_at, event_type, event_source, aggregate_type, aggregate_id,"
+            "INSERT INTO {event_index} (nid, created_at, event_type, event_source, aggregate_type, aggregate_id,"
             " version, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 event["nid"],
@@ -85,7 +89,7 @@ class EventSourceProjector(Projector):
     def raw_event_received(self, cursor: SqlCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
-            "INSERT INTO raw_events (nid, id, received_at, recorded_at, path, headers, payload)"
+            "INSERT INTO {raw_events} (nid, id, received_at, recorded_at, path, headers, payload)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 event["nid"],
@@ -101,14 +105,14 @@ class EventSourceProjector(Projector):
     @on("mapping.created", "mapping.recreated", "mapping.updated")
     def mapping_saved(self, cursor: SqlCursor, event: Event) -> None:
         config = event["data"]["config"]
-        cursor.execute("DELETE FROM event_mappings WHERE path = ?", (config["path"],))
+        cursor.execute("DELETE FROM {event_mappings} WHERE path = ?", (config["path"],))
         cursor.execute(
-            "INSERT INTO event_mappings (path, config) VALUES (?, ?)", (config["path"], _dumps(mapping_json(config)))
+            "INSERT INTO {event_mappings} (path, config) VALUES (?, ?)", (config["path"], _dumps(mapping_json(config)))
         )
 
     @on("mapping.deleted")
     def mapping_deleted(self, cursor: SqlCursor, event: Event) -> None:
-        cursor.execute("DELETE FROM event_mappings WHERE path = ?", (event["aggregate_id"],))
+        cursor.execute("DELETE FROM {event_mappings} WHERE path = ?", (event["aggregate_id"],))
 
     @on(EVENTS_DELETED)
     def events_deleted(self, cursor: SqlCursor, event: Event) -> None:
@@ -116,10 +120,10 @@ class EventSourceProjector(Projector):
         data = event["data"]
         window = (parse_ns(data["fromTime"]), parse_ns(data["toTime"]), data["upToNid"])
         cursor.execute(
-            "DELETE FROM event_index WHERE event_type = ? AND created_at >= ? AND created_at <= ? AND nid <= ?",
+            "DELETE FROM {event_index} WHERE event_type = ? AND created_at >= ? AND created_at <= ? AND nid <= ?",
             (data["eventType"], *window),
         )
         if data["eventType"] == RAW_EVENT_RECEIVED:
             cursor.execute(
-                "DELETE FROM raw_events WHERE recorded_at >= ? AND recorded_at <= ? AND nid <= ?", window
+                "DELETE FROM {raw_events} WHERE recorded_at >= ? AND recorded_at <= ? AND nid <= ?", window
             )
