@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
 
-from domain.backends import Backend  # noqa: E402
-from infra.eventlog import EventLog  # noqa: E402
-from infra.kafka_broker import LocalBroker  # noqa: E402
-from infra.settings import Settings  # noqa: E402
+from chainloom.domain.backends import Backend  # noqa: E402
+from chainloom.infra.eventlog import EventLog  # noqa: E402
+from chainloom.infra.kafka_broker import LocalBroker  # noqa: E402
+from chainloom.infra.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,7 +123,7 @@ def bench_store(name: str, settings: Settings, rate: float, seconds: float, burs
     })
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log = EventLog(settings.event_store_env())
-    relay = subprocess.Popen([sys.executable, "-m", "infra.cli", "relay"], env=env, cwd=ROOT)
+    relay = subprocess.Popen([sys.executable, "-m", "chainloom.infra.cli", "relay"], env=env, cwd=ROOT)
     try:
         # Warm up: the relay creates the topic and publishes a first event.
         consumer, results = run_consumer(settings.kafka_bootstrap, topic, 50, 120)

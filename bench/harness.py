@@ -42,7 +42,7 @@ def service(database_url: str = "", **env: str) -> Iterator[str]:
             **env,
         )
         process = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "serve"], cwd=ROOT, env=process_env,
+            [sys.executable, "-m", "chainloom.infra.cli", "serve"], cwd=ROOT, env=process_env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         base = f"http://127.0.0.1:{port}"

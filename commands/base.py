@@ -14,9 +14,9 @@ from typing import Any, Generic, TypeVar
 
 from eventsourcing.persistence import RecordConflictError
 
-from domain.base import Aggregate
-from domain.errors import Conflict
-from infra.eventlog import EventLog
+from chainloom.domain.base import Aggregate
+from chainloom.domain.errors import Conflict
+from chainloom.infra.eventlog import EventLog
 
 T = TypeVar("T")
 

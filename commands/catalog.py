@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from commands.base import SYSTEM, CommandContext, CommandRunner, Decision
-from domain.backends import Backend
-from domain.errors import Conflict, Forbidden, NotFound
-from domain.groups import INTERNAL_GROUPS, AffinityGroup, InternalGroup
-from domain.models import Model, ModelSpec
-from domain.uniqueness import UniqueValue
-from infra.eventlog import EventLog
+from chainloom.commands.base import SYSTEM, CommandContext, CommandRunner, Decision
+from chainloom.domain.backends import Backend
+from chainloom.domain.errors import Conflict, Forbidden, NotFound
+from chainloom.domain.groups import INTERNAL_GROUPS, AffinityGroup, InternalGroup
+from chainloom.domain.models import Model, ModelSpec
+from chainloom.domain.uniqueness import UniqueValue
+from chainloom.infra.eventlog import EventLog
 
 BACKEND_NAME = "backend.name"
 BACKEND_URL = "backend.baseUrl"

@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import RecordConflictError, StoredEvent
 
-from commands.base import CommandContext, CommandRunner, Decision
-from domain.base import Aggregate
-from domain.errors import Conflict, DomainError, Forbidden, NotFound, TooLarge, Unauthorized, Unprocessable
-from domain.eventsource.events import (
+from chainloom.commands.base import CommandContext, CommandRunner, Decision
+from chainloom.domain.base import Aggregate
+from chainloom.domain.errors import Conflict, DomainError, Forbidden, NotFound, TooLarge, Unauthorized, Unprocessable
+from chainloom.domain.eventsource.events import (
     ERASABLE_INTERNAL_TYPES,
     INTERNAL_EVENT_SOURCE,
     RAW_EVENT_RECEIVED,
@@ -33,14 +33,14 @@ from domain.eventsource.events import (
     RawEvent,
     WebhookDelivery,
 )
-from domain.eventsource.mappings import EventMapping, MappingConfig, apply_mapping
-from domain.eventsource.signatures import check_secret, verify
-from domain.storable import check_storable
-from infra.erasure import erase
-from infra.eventlog import EventLog
-from infra.groupcommit import GroupCommit
-from infra.secrets import SecretBox, SecretsUnavailable
-from infra.timefmt import format_ns, parse_ns
+from chainloom.domain.eventsource.mappings import EventMapping, MappingConfig, apply_mapping
+from chainloom.domain.eventsource.signatures import check_secret, verify
+from chainloom.domain.storable import check_storable
+from chainloom.infra.erasure import erase
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.groupcommit import GroupCommit
+from chainloom.infra.secrets import SecretBox, SecretsUnavailable
+from chainloom.infra.timefmt import format_ns, parse_ns
 
 Json = dict[str, Any]
 RunBlocking = Callable[..., Awaitable[Any]]

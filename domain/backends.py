@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from eventsourcing.domain import event
 
-from domain.base import Aggregate
-from domain.errors import NotFound, Unprocessable
+from chainloom.domain.base import Aggregate
+from chainloom.domain.errors import NotFound, Unprocessable
 
 BACKEND_TYPES = ("ollama", "vllm")
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from eventsourcing.domain import event
 
-from domain.base import Aggregate
-from domain.errors import Conflict, Forbidden, NotFound
+from chainloom.domain.base import Aggregate
+from chainloom.domain.errors import Conflict, Forbidden, NotFound
 
 EMBED_GROUP_ID = "internal_embed_group"
 TASKS_GROUP_ID = "internal_tasks_group"

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from eventsourcing.domain import event
 
-from domain.base import Aggregate
-from domain.errors import BadRequest, Conflict, NotFound, Unprocessable
+from chainloom.domain.base import Aggregate
+from chainloom.domain.errors import BadRequest, Conflict, NotFound, Unprocessable
 
 # The largest context length every read store can hold (a 32-bit integer column).
 MAX_CONTEXT_LENGTH = 2**31 - 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from eventsourcing.domain import event
 
-from domain.base import Aggregate
+from chainloom.domain.base import Aggregate
 
 
 class SkippedProjectionEvent(Aggregate):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from domain.errors import Unprocessable
+from chainloom.domain.errors import Unprocessable
 
 # Deepest nesting of JSON values the log takes.
 MAX_JSON_DEPTH = 100

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from eventsourcing.domain import event
 
-from domain.base import Aggregate
-from domain.errors import Conflict
+from chainloom.domain.base import Aggregate
+from chainloom.domain.errors import Conflict
 
 
 class UniqueValue(Aggregate):

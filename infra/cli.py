@@ -9,11 +9,11 @@ import argparse
 import logging
 import sys
 
-from infra.settings import Settings
+from chainloom.infra.settings import Settings
 
 
 def _configure_logging(level: str) -> None:
-    from web.middleware import RequestIdLogFilter
+    from chainloom.web.middleware import RequestIdLogFilter
 
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdLogFilter())
@@ -24,7 +24,7 @@ def _configure_logging(level: str) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
-    from web.app import create_app
+    from chainloom.web.app import create_app
 
     if args.host:
         settings.host = args.host
@@ -36,7 +36,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         access_log_format='%a "%r" %s %b %Tfs rid=%{X-Request-ID}o',
-        print=lambda message: logging.getLogger("chainloom").info(message.strip()),
+        print=lambda message: logging.getLogger("chainloom.infra.cli").info(message.strip()),
     )
     return 0
 
@@ -44,7 +44,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from projections.rebuild import rebuild
+    from chainloom.projections.rebuild import rebuild
 
     bar = tqdm(unit="event", desc="rebuilding " + (", ".join(args.names) or "all read models"))
 
@@ -68,7 +68,7 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from projections.operator import status
+    from chainloom.projections.operator import status
 
     for projection in status(settings):
         state = "ok"
@@ -83,7 +83,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _retry_or_skip(args: argparse.Namespace, settings: Settings) -> int:
-    from projections import operator
+    from chainloom.projections import operator
 
     action = operator.retry if args.projection_command == "retry" else operator.skip
     try:
@@ -97,7 +97,7 @@ def _retry_or_skip(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    from projections.rebuild import projector_names
+    from chainloom.projections.rebuild import projector_names
 
     print("\n".join(projector_names()))
     return 0
@@ -106,7 +106,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 def _relay(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from infra.kafka_relay import run_relay
+    from chainloom.infra.kafka_relay import run_relay
 
     if not settings.kafka_enabled:
         print("chainloom: the relay needs CHAINLOOM_KAFKA_BOOTSTRAP", file=sys.stderr)
@@ -117,7 +117,7 @@ def _relay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _project(args: argparse.Namespace, settings: Settings) -> int:
-    from projections.kafka_worker import run_worker
+    from chainloom.projections.kafka_worker import run_worker
 
     if not settings.kafka_enabled:
         print("chainloom: a projector worker needs CHAINLOOM_KAFKA_BOOTSTRAP", file=sys.stderr)

@@ -17,13 +17,14 @@ from uuid import uuid4
 
 from eventsourcing.domain import CanInitAggregate
 from eventsourcing.persistence import JSONTranscoder, Mapper, Notification, StoredEvent
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.utils import get_topic, register_topic, resolve_topic
 
-from domain.base import split_stream_id
-from domain.errors import TooLarge, Unprocessable
-from domain.eventsource.events import INTERNAL_EVENT_SOURCE, ExternalEvent
-from domain.storable import check_storable, printable, text_problem
-from infra.timefmt import format_datetime, format_ns, from_ns, parse_ns
+import chainloom.domain
+from chainloom.domain.base import split_stream_id
+from chainloom.domain.errors import TooLarge, Unprocessable
+from chainloom.domain.eventsource.events import INTERNAL_EVENT_SOURCE, ExternalEvent
+from chainloom.domain.storable import check_storable, printable, text_problem
+from chainloom.infra.timefmt import format_datetime, format_ns, from_ns, parse_ns
 
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "INTERNAL_EVENT_SOURCE", "EnvelopeMapper", "event_type_name"]
 
@@ -31,6 +32,11 @@ __all__ = ["DEFAULT_MAX_EVENT_BYTES", "INTERNAL_EVENT_SOURCE", "EnvelopeMapper",
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
 _BASE_ATTRIBUTES = ("originator_id", "originator_version", "timestamp", "originator_topic")
+
+
+# Logs written before chainloom was installed as one package name their event classes by the
+# old top-level module ("domain.backends:Backend.Created"): those topics resolve to the same classes.
+register_topic("domain", chainloom.domain)
 
 
 def _snake(name: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from eventsourcing.persistence import StoredEvent
 
-from infra.eventlog import EventLog
+from chainloom.infra.eventlog import EventLog
 
 _CHUNK = 500
 

@@ -19,9 +19,9 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment
 
-from domain.base import Aggregate
-from infra.envelope import EnvelopeMapper
-from infra.schema import schema_lock
+from chainloom.domain.base import Aggregate
+from chainloom.infra.envelope import EnvelopeMapper
+from chainloom.infra.schema import schema_lock
 
 A = TypeVar("A", bound=Aggregate)
 

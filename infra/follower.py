@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 RunBlocking = Callable[..., Awaitable[Any]]
 # A step processes the next batch; returns (position reached, whether more may follow, *anything else).
@@ -112,7 +112,7 @@ class Follower:
             except Exception:
                 # Another process may have tracked first (the transaction was dropped
                 # whole), or a store or broker is briefly unavailable: retry, slowing down.
-                log.exception("%s: step failed; retrying in %.2fs", self._name, backoff)
+                logger.exception("%s: step failed; retrying in %.2fs", self._name, backoff)
                 await self._sleep(backoff, self._stopped)  # pokes do not cut a back-off short
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -123,7 +123,7 @@ class Follower:
                 try:
                     self._on_step(result)
                 except Exception:
-                    log.exception("%s: step listener failed", self._name)
+                    logger.exception("%s: step listener failed", self._name)
             if more or self._stopping:
                 continue
             timeout = self._idle_poll

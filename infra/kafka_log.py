@@ -22,8 +22,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from domain.eventsource.events import RAW_EVENT_RECEIVED
-from infra.envelope import INTERNAL_EVENT_SOURCE
+from chainloom.domain.eventsource.events import RAW_EVENT_RECEIVED
+from chainloom.infra.envelope import INTERNAL_EVENT_SOURCE
 
 CONTENT_TYPE = b"application/json"
 EVENTS_TOPIC = "events"

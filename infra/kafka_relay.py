@@ -31,9 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from infra.eventlog import EventLog
-from infra.follower import Follower
-from infra.kafka_log import (
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.follower import Follower
+from chainloom.infra.kafka_log import (
     PRODUCER_BATCH_BYTES,
     check_no_clear_secrets,
     ensure_topic,
@@ -42,10 +42,10 @@ from infra.kafka_log import (
     record_key,
     record_value,
 )
-from infra.readstore import ReadStore, open_read_store
-from infra.settings import Settings
+from chainloom.infra.readstore import ReadStore, open_read_store
+from chainloom.infra.settings import Settings
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # Room left in a producer batch for record framing.
 _CHUNK_BYTES = PRODUCER_BATCH_BYTES * 3 // 4
@@ -152,7 +152,7 @@ class KafkaRelay:
     def step(self) -> tuple[int, bool]:
         if not self._lock.acquire():
             if self._active:
-                log.warning("kafka relay: lost the relay lock; standing by")
+                logger.warning("kafka relay: lost the relay lock; standing by")
                 self._discard_producer()
                 self._active = False
             return self._position, False
@@ -182,7 +182,7 @@ class KafkaRelay:
         self._producer = KafkaProducer(**producer_config(self._bootstrap, self._client_id))
         self._position = self._store.position(self.name)
         if not self._active:
-            log.info("kafka relay: publishing %s from position %d", self.topic, self._position)
+            logger.info("kafka relay: publishing %s from position %d", self.topic, self._position)
             self._active = True
 
     def ensure_topic(self) -> None:
@@ -234,7 +234,7 @@ class KafkaRelay:
             try:
                 producer.close(timeout=0)
             except Exception:  # pragma: no cover - closing a broken producer
-                log.debug("closing the Kafka producer failed", exc_info=True)
+                logger.debug("closing the Kafka producer failed", exc_info=True)
 
     def abort(self) -> None:
         """From another thread: make a step stuck on an unreachable broker fail now."""
@@ -243,7 +243,7 @@ class KafkaRelay:
             try:
                 producer.close(timeout=0)
             except Exception:  # pragma: no cover
-                log.debug("aborting the Kafka producer failed", exc_info=True)
+                logger.debug("aborting the Kafka producer failed", exc_info=True)
 
     def close(self) -> None:
         self._discard_producer()
@@ -297,7 +297,7 @@ class RelayService:
             try:
                 await stopping
             except Exception:
-                log.warning("kafka relay: stopped before the log was fully published; the next start resumes")
+                logger.warning("kafka relay: stopped before the log was fully published; the next start resumes")
         await self._run(self.relay.close)
         self._executor.shutdown(wait=True)
 

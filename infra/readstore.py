@@ -26,7 +26,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 
-from infra.schema import LOCK_IN_TRANSACTION, LOCK_NAME, schema_lock, uses_postgres
+from chainloom.infra.schema import LOCK_IN_TRANSACTION, LOCK_NAME, schema_lock, uses_postgres
 
 Row = dict[str, Any]
 

@@ -19,8 +19,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from infra.envelope import INTERNAL_EVENT_SOURCE
-from infra.readstore import ReadStore, SqlCursor
+from chainloom.infra.envelope import INTERNAL_EVENT_SOURCE
+from chainloom.infra.readstore import ReadStore, SqlCursor
 
 Event = dict[str, Any]
 Handler = Callable[[Any, SqlCursor, Event], None]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from infra.readstore import SqlCursor
-from infra.timefmt import parse_ns
-from projections.base import Event, Projector, on
+from chainloom.infra.readstore import SqlCursor
+from chainloom.infra.timefmt import parse_ns
+from chainloom.projections.base import Event, Projector, on
 
 
 def _at(event: Event) -> int:

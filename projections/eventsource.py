@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from domain.eventsource.events import EVENTS_DELETED, INTERNAL_EVENT_SOURCE, RAW_EVENT_RECEIVED
-from domain.uniqueness import BOOKKEEPING_AGGREGATE_TYPES
-from infra.readstore import SqlCursor
-from infra.timefmt import parse_ns
-from projections.base import Event, Projector, on
+from chainloom.domain.eventsource.events import EVENTS_DELETED, INTERNAL_EVENT_SOURCE, RAW_EVENT_RECEIVED
+from chainloom.domain.uniqueness import BOOKKEEPING_AGGREGATE_TYPES
+from chainloom.infra.readstore import SqlCursor
+from chainloom.infra.timefmt import parse_ns
+from chainloom.projections.base import Event, Projector, on
 
 
 def mapping_json(state: dict[str, Any]) -> dict[str, Any]:

@@ -31,14 +31,14 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from infra.kafka_log import consumer_config, decode, ensure_topic
-from infra.readstore import ReadStore, open_read_store
-from infra.settings import Settings
-from projections.base import Event
-from projections.registry import all_projectors
-from projections.runner import ProjectionRunner
+from chainloom.infra.kafka_log import consumer_config, decode, ensure_topic
+from chainloom.infra.readstore import ReadStore, open_read_store
+from chainloom.infra.settings import Settings
+from chainloom.projections.base import Event
+from chainloom.projections.registry import all_projectors
+from chainloom.projections.runner import ProjectionRunner
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class KafkaLogReader(ConsumerRebalanceListener):
@@ -58,7 +58,7 @@ class KafkaLogReader(ConsumerRebalanceListener):
         """The buffered events with ``nid`` > ``after``, in order, duplicates left out. Never blocks."""
         if after < self._floor:
             # The read store is behind what was read (it was reset): read the topic again.
-            log.info("projector worker: read store at %d, behind the topic position %d; reading from the start",
+            logger.info("projector worker: read store at %d, behind the topic position %d; reading from the start",
                      after, self._floor)
             self._restart()
             return []
@@ -110,7 +110,7 @@ class KafkaLogReader(ConsumerRebalanceListener):
         try:
             self._consumer.commit({partition: OffsetAndMetadata(offset, str(position), -1)})
         except Exception as error:  # the next commit covers it; the positions are what count
-            log.warning("projector worker: committing offset %d failed: %s", offset, error)
+            logger.warning("projector worker: committing offset %d failed: %s", offset, error)
 
     # -- rebalance listener -----------------------------------------------------
 
@@ -132,12 +132,12 @@ class KafkaLogReader(ConsumerRebalanceListener):
             if committed is not None and resume_at is not None and resume_at <= position:
                 self._consumer.seek(partition, committed.offset)
                 self._floor = resume_at
-                log.info("projector worker: %s resumes at offset %d (position %d; read store at %d)",
+                logger.info("projector worker: %s resumes at offset %d (position %d; read store at %d)",
                          partition.topic, committed.offset, resume_at, position)
             else:
                 self._consumer.seek_to_beginning(partition)
                 self._floor = 0
-                log.info("projector worker: %s read from the beginning (read store at %d)", partition.topic, position)
+                logger.info("projector worker: %s read from the beginning (read store at %d)", partition.topic, position)
 
     def _restart(self) -> None:
         self._buffer.clear()
@@ -180,7 +180,7 @@ class ProjectorWorker:
             runner = ProjectionRunner(reader, store, projectors)  # type: ignore[arg-type]
             runner.setup()
             consumer.subscribe([topic], listener=reader)
-            log.info("projector worker: group %s on %s (%s)", settings.kafka_projector_group, topic, ", ".join(names))
+            logger.info("projector worker: group %s on %s (%s)", settings.kafka_projector_group, topic, ", ".join(names))
             if ready is not None:
                 ready()
             backoff = 0.05
@@ -191,7 +191,7 @@ class ProjectorWorker:
                 except Exception:
                     # Another process tracked first, or the store is briefly away: the batch
                     # was dropped whole; apply it again (what is done is skipped).
-                    log.exception("projector worker: batch failed; retrying in %.2fs", backoff)
+                    logger.exception("projector worker: batch failed; retrying in %.2fs", backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
@@ -217,4 +217,4 @@ def run_worker(settings: Settings) -> None:
         signal.signal(sig, lambda *_: worker.stop())
     started = time.monotonic()
     worker.run()
-    log.info("projector worker stopped after %.0fs", time.monotonic() - started)
+    logger.info("projector worker stopped after %.0fs", time.monotonic() - started)

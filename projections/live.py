@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from infra.eventlog import EventLog
-from infra.follower import Follower, RunBlocking
-from projections.base import Event
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.follower import Follower, RunBlocking
+from chainloom.projections.base import Event
 
 Listener = Callable[[list[Event], int], None]
 

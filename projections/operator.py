@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 from eventsourcing.persistence import IntegrityError
 
-from domain.projection_audit import SkippedProjectionEvent
-from infra.eventlog import EventLog
-from infra.readstore import Fault, ReadStore, open_read_store
-from infra.settings import Settings
-from projections.base import create_tables
-from projections.rebuild import chosen_projectors, projector_names
+from chainloom.domain.projection_audit import SkippedProjectionEvent
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.readstore import Fault, ReadStore, open_read_store
+from chainloom.infra.settings import Settings
+from chainloom.projections.base import create_tables
+from chainloom.projections.rebuild import chosen_projectors, projector_names
 
 OPERATOR_METADATA = {"actor": "operator", "request_id": "cli", "correlation_id": "cli"}
 

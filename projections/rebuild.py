@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from infra.eventlog import EventLog
-from infra.readstore import ReadStore, open_read_store
-from infra.settings import Settings
-from projections.base import Projector, create_tables
-from projections.registry import all_projectors
-from projections.runner import ProjectionRunner
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.readstore import ReadStore, open_read_store
+from chainloom.infra.settings import Settings
+from chainloom.projections.base import Projector, create_tables
+from chainloom.projections.registry import all_projectors
+from chainloom.projections.runner import ProjectionRunner
 
 logger = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from projections.base import Projector
-from projections.catalog import CatalogProjector
-from projections.eventsource import EventSourceProjector
+from chainloom.projections.base import Projector
+from chainloom.projections.catalog import CatalogProjector
+from chainloom.projections.eventsource import EventSourceProjector
 
 
 def all_projectors() -> list[Projector]:

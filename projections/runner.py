@@ -27,12 +27,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from infra.eventlog import EventLog
-from infra.follower import Follower, RunBlocking
-from infra.readstore import Fault, ReadStore, SqlCursor, storable_text
-from infra.timefmt import format_ns
-from projections.base import Event, Projector, create_tables
-from projections.waits import ProjectionFaulted, ProjectorStates, ReadModelsBehind
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.follower import Follower, RunBlocking
+from chainloom.infra.readstore import Fault, ReadStore, SqlCursor, storable_text
+from chainloom.infra.timefmt import format_ns
+from chainloom.projections.base import Event, Projector, create_tables
+from chainloom.projections.waits import ProjectionFaulted, ProjectorStates, ReadModelsBehind
 
 __all__ = ["ProjectionFailed", "ProjectionFaulted", "ProjectionRunner", "ReadModelsBehind"]
 

@@ -15,10 +15,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from infra.follower import RunBlocking
-from infra.readstore import Fault, ReadStore
-from projections.base import Projector, create_tables
-from projections.waits import ProjectorStates
+from chainloom.infra.follower import RunBlocking
+from chainloom.infra.readstore import Fault, ReadStore
+from chainloom.projections.base import Projector, create_tables
+from chainloom.projections.waits import ProjectorStates
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from infra.follower import Behind
-from infra.readstore import Fault
+from chainloom.infra.follower import Behind
+from chainloom.infra.readstore import Fault
 
 
 class ReadModelsBehind(Behind):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from domain.errors import NotFound
-from infra.readstore import ReadStore, Row
-from infra.timefmt import format_ns
-from queries.cache import ReadCache
-from queries.pagination import Page
+from chainloom.domain.errors import NotFound
+from chainloom.infra.readstore import ReadStore, Row
+from chainloom.infra.timefmt import format_ns
+from chainloom.queries.cache import ReadCache
+from chainloom.queries.pagination import Page
 
 Json = dict[str, Any]
 

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from domain.errors import NotFound, Unprocessable
-from infra.readstore import ReadStore, Row
-from infra.timefmt import clamp_ns, format_ns, parse_ns
-from queries.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from chainloom.domain.errors import NotFound, Unprocessable
+from chainloom.infra.readstore import ReadStore, Row
+from chainloom.infra.timefmt import clamp_ns, format_ns, parse_ns
+from chainloom.queries.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 Json = dict[str, Any]
 

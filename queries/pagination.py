@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from domain.errors import BadRequest, Unprocessable
-from infra.timefmt import NS_MAX, clamp_ns, parse_ns
+from chainloom.domain.errors import BadRequest, Unprocessable
+from chainloom.infra.timefmt import NS_MAX, clamp_ns, parse_ns
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

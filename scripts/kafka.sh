@@ -13,14 +13,14 @@ start_kafka() {
   fi
   KAFKA_DIR=$(mktemp -d /tmp/chainloom-kafka.XXXXXX)
   local started=$SECONDS
-  CHAINLOOM_KAFKA_URL=$("${PYTHON:-python3}" -m infra.kafka_broker start --dir "$KAFKA_DIR")
+  CHAINLOOM_KAFKA_URL=$("${PYTHON:-python3}" -m chainloom.infra.kafka_broker start --dir "$KAFKA_DIR")
   export CHAINLOOM_KAFKA_URL
-  echo "Kafka $("${PYTHON:-python3}" -m infra.kafka_broker version) on $CHAINLOOM_KAFKA_URL ($KAFKA_DIR, $((SECONDS - started))s)" >&2
+  echo "Kafka $("${PYTHON:-python3}" -m chainloom.infra.kafka_broker version) on $CHAINLOOM_KAFKA_URL ($KAFKA_DIR, $((SECONDS - started))s)" >&2
 }
 
 stop_kafka() {
   if [ -n "${KAFKA_DIR:-}" ]; then
-    "${PYTHON:-python3}" -m infra.kafka_broker stop --dir "$KAFKA_DIR" --clean || true
+    "${PYTHON:-python3}" -m chainloom.infra.kafka_broker stop --dir "$KAFKA_DIR" --clean || true
     KAFKA_DIR=
   fi
 }

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from infra.settings import Settings
-from web.app import create_app
+from chainloom.infra.settings import Settings
+from chainloom.web.app import create_app
 
 POSTGRES_URL = os.environ.get("CHAINLOOM_TEST_DATABASE_URL", "")
 REQUIRE_POSTGRES = os.environ.get("CHAINLOOM_TEST_REQUIRE_POSTGRES") == "1"

@@ -8,27 +8,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from commands.base import CommandRunner
-from commands.catalog import CatalogCommands, DefaultModel
-from commands.eventsource import EventSourceCommands
-from domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
-from infra.blocking import BlockingPool
-from infra.envelope import EnvelopeMapper
-from infra.eventlog import EventLog
-from infra.kafka_relay import RelayService, open_relay
-from infra.readstore import open_read_store
-from infra.secrets import open_secret_box
-from infra.settings import Settings
-from projections.live import LiveLog
-from projections.registry import all_projectors
-from projections.runner import ProjectionFaulted, ProjectionRunner
-from projections.tracked import TrackedProjections
-from queries.cache import ReadCache
-from queries.catalog import CatalogMemberships, CatalogQueries
-from queries.eventsource import EventIndex, EventSourceQueries
-from web import catalog, eventsource, system
-from web.errors import error_middleware
-from web.keys import (
+from chainloom.commands.base import CommandRunner
+from chainloom.commands.catalog import CatalogCommands, DefaultModel
+from chainloom.commands.eventsource import EventSourceCommands
+from chainloom.domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
+from chainloom.infra.blocking import BlockingPool
+from chainloom.infra.envelope import EnvelopeMapper
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.kafka_relay import RelayService, open_relay
+from chainloom.infra.readstore import open_read_store
+from chainloom.infra.secrets import open_secret_box
+from chainloom.infra.settings import Settings
+from chainloom.projections.live import LiveLog
+from chainloom.projections.registry import all_projectors
+from chainloom.projections.runner import ProjectionFaulted, ProjectionRunner
+from chainloom.projections.tracked import TrackedProjections
+from chainloom.queries.cache import ReadCache
+from chainloom.queries.catalog import CatalogMemberships, CatalogQueries
+from chainloom.queries.eventsource import EventIndex, EventSourceQueries
+from chainloom.web import catalog, eventsource, system
+from chainloom.web.errors import error_middleware
+from chainloom.web.keys import (
     CATALOG_COMMANDS,
     CATALOG_QUERIES,
     EVENT_HUB,
@@ -37,8 +37,8 @@ from web.keys import (
     PROJECTIONS,
     SETTINGS,
 )
-from web.middleware import request_id_middleware, token_middleware, url_values_middleware
-from web.sse import EventHub
+from chainloom.web.middleware import request_id_middleware, token_middleware, url_values_middleware
+from chainloom.web.sse import EventHub
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from typing import Annotated, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
-from domain.errors import Unprocessable
-from domain.storable import check_storable
-from web.errors import UnsupportedMediaType
-from web.keys import SETTINGS
+from chainloom.domain.errors import Unprocessable
+from chainloom.domain.storable import check_storable
+from chainloom.web.errors import UnsupportedMediaType
+from chainloom.web.keys import SETTINGS
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.backends import BACKEND_TYPES
-from domain.errors import Unprocessable
-from domain.models import MAX_CONTEXT_LENGTH, ModelSpec
-from queries.pagination import Page
-from web.bodies import JsonInt, json_response, with_body
-from web.keys import CATALOG_COMMANDS, CATALOG_QUERIES
-from web.middleware import command_context
-from web.openapi import fails, query, responds
-from web.schemas import Backend, BackendWithStatus, Group, Message, Model, PageQuery
+from chainloom.domain.backends import BACKEND_TYPES
+from chainloom.domain.errors import Unprocessable
+from chainloom.domain.models import MAX_CONTEXT_LENGTH, ModelSpec
+from chainloom.queries.pagination import Page
+from chainloom.web.bodies import JsonInt, json_response, with_body
+from chainloom.web.keys import CATALOG_COMMANDS, CATALOG_QUERIES
+from chainloom.web.middleware import command_context
+from chainloom.web.openapi import fails, query, responds
+from chainloom.web.schemas import Backend, BackendWithStatus, Group, Message, Model, PageQuery
 
 routes = web.RouteTableDef()
 

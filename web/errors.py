@@ -11,7 +11,7 @@ import logging
 
 from aiohttp import web
 
-from domain.errors import (
+from chainloom.domain.errors import (
     BadRequest,
     Conflict,
     DomainError,
@@ -21,9 +21,9 @@ from domain.errors import (
     Unauthorized,
     Unprocessable,
 )
-from projections.runner import ProjectionFaulted, ReadModelsBehind
+from chainloom.projections.runner import ProjectionFaulted, ReadModelsBehind
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _TYPE_AND_CODE = {
     400: ("invalid_request_error", "bad_request"),
@@ -86,7 +86,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         # A read model the command answers from is stopped at a poison event: waiting would not help.
         return error_response(503, str(error))
     except ReadModelsBehind as error:
-        log.warning("read-your-writes wait timed out: %s", error)
+        logger.warning("read-your-writes wait timed out: %s", error)
         return error_response(503, str(error), headers={"Retry-After": "1"})
     except web.HTTPException as error:
         if error.status < 400:
@@ -95,14 +95,14 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return error_response(error.status, _http_message(error), headers=headers)
     except ConnectionError:
         if not _client_gone(request):
-            log.exception("unhandled error on %s %s", request.method, request.path)
+            logger.exception("unhandled error on %s %s", request.method, request.path)
             return error_response(500, "internal error")
         # The client left before sending its whole body (or reading the answer): not a server error.
         # 400 (an incomplete request) is what the access log shows; nobody reads the answer.
-        log.info("client disconnected during %s %s", request.method, request.path)
+        logger.info("client disconnected during %s %s", request.method, request.path)
         return error_response(400, "client disconnected before the request was complete")
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal error")
 
 

@@ -14,17 +14,17 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.errors import BadRequest, Unprocessable
-from domain.eventsource.events import INTERNAL_EVENT_SOURCE, MAX_RAW_ID_LENGTH, MAX_VERSION
-from domain.eventsource.mappings import MAX_PATH_BYTES, SIGNATURE_SCHEMES, MappingConfig
-from infra.timefmt import NS_MAX, NS_MIN, parse_ns
-from projections.eventsource import EventSourceProjector
-from queries.eventsource import Window, parse_limit, parse_raw_limit, required
-from web.bodies import JsonInt, json_response, read_body, read_limited, with_body
-from web.keys import EVENT_HUB, EVENTSOURCE_COMMANDS, EVENTSOURCE_QUERIES, PROJECTIONS, SETTINGS
-from web.middleware import REQUEST_ID, REQUEST_ID_HEADER, command_context
-from web.openapi import fails, headers, path_values, query, responds
-from web.schemas import (
+from chainloom.domain.errors import BadRequest, Unprocessable
+from chainloom.domain.eventsource.events import INTERNAL_EVENT_SOURCE, MAX_RAW_ID_LENGTH, MAX_VERSION
+from chainloom.domain.eventsource.mappings import MAX_PATH_BYTES, SIGNATURE_SCHEMES, MappingConfig
+from chainloom.infra.timefmt import NS_MAX, NS_MIN, parse_ns
+from chainloom.projections.eventsource import EventSourceProjector
+from chainloom.queries.eventsource import Window, parse_limit, parse_raw_limit, required
+from chainloom.web.bodies import JsonInt, json_response, read_body, read_limited, with_body
+from chainloom.web.keys import EVENT_HUB, EVENTSOURCE_COMMANDS, EVENTSOURCE_QUERIES, PROJECTIONS, SETTINGS
+from chainloom.web.middleware import REQUEST_ID, REQUEST_ID_HEADER, command_context
+from chainloom.web.openapi import fails, headers, path_values, query, responds
+from chainloom.web.schemas import (
     STORABLE_TIME_PATTERN,
     DeleteEventsQuery,
     Event,
@@ -45,7 +45,7 @@ from web.schemas import (
     ReplayQuery,
     WebhookPayload,
 )
-from web.sse import Resume, stream, subscribe_from
+from chainloom.web.sse import Resume, stream, subscribe_from
 
 routes = web.RouteTableDef()
 

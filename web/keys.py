@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from commands.catalog import CatalogCommands
-from commands.eventsource import EventSourceCommands
-from infra.settings import Settings
-from projections.runner import ProjectionRunner
-from queries.catalog import CatalogQueries
-from queries.eventsource import EventSourceQueries
-from web.sse import EventHub
+from chainloom.commands.catalog import CatalogCommands
+from chainloom.commands.eventsource import EventSourceCommands
+from chainloom.infra.settings import Settings
+from chainloom.projections.runner import ProjectionRunner
+from chainloom.queries.catalog import CatalogQueries
+from chainloom.queries.eventsource import EventSourceQueries
+from chainloom.web.sse import EventHub
 
 SETTINGS = web.AppKey("settings", Settings)
 CATALOG_COMMANDS = web.AppKey("catalog_commands", CatalogCommands)

@@ -10,9 +10,9 @@ import uuid
 
 from aiohttp import web
 
-from commands.base import CommandContext
-from domain.storable import check_storable
-from web.errors import error_response
+from chainloom.commands.base import CommandContext
+from chainloom.domain.storable import check_storable
+from chainloom.web.errors import error_response
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

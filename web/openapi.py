@@ -33,9 +33,9 @@ from typing import Any, Callable
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
-from infra.version import VERSION
-from web.middleware import PUBLIC_PATHS
-from web.schemas import ErrorResponse
+from chainloom.infra.version import VERSION
+from chainloom.web.middleware import PUBLIC_PATHS
+from chainloom.web.schemas import ErrorResponse
 
 _PARAM = re.compile(r"\{([^}:]+)(?::([^}]*))?\}")
 _REF = "#/components/schemas/{model}"

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.backends import BACKEND_TYPES
-from queries.pagination import MAX_LIMIT
+from chainloom.domain.backends import BACKEND_TYPES
+from chainloom.queries.pagination import MAX_LIMIT
 
 # -- answers -----------------------------------------------------------------------
 

@@ -32,8 +32,8 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from domain.eventsource.events import INTERNAL_EVENT_SOURCE
-from domain.uniqueness import BOOKKEEPING_AGGREGATE_TYPES
+from chainloom.domain.eventsource.events import INTERNAL_EVENT_SOURCE
+from chainloom.domain.uniqueness import BOOKKEEPING_AGGREGATE_TYPES
 
 logger = logging.getLogger(__name__)
 

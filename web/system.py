@@ -8,13 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from infra.readstore import Fault
-from infra.version import NODE_INSTANCE_ID, VERSION
-from web.bodies import json_response
-from web.errors import error_response
-from web.keys import PROJECTIONS, SETTINGS
-from web.openapi import describe, fails, responds
-from web.schemas import Ready, Version
+from chainloom.infra.readstore import Fault
+from chainloom.infra.version import NODE_INSTANCE_ID, VERSION
+from chainloom.web.bodies import json_response
+from chainloom.web.errors import error_response
+from chainloom.web.keys import PROJECTIONS, SETTINGS
+from chainloom.web.openapi import describe, fails, responds
+from chainloom.web.schemas import Ready, Version
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from eventsourcing.domain import event
 
-from domain.base import Aggregate
-from domain.errors import Unprocessable
-from domain.storable import check_storable
+from chainloom.domain.base import Aggregate
+from chainloom.domain.errors import Unprocessable
+from chainloom.domain.storable import check_storable
 
 # The source of every event chainloom records itself. Reserved: an external
 # event may not claim it, so read models that trust internal events cannot be

@@ -20,10 +20,10 @@ from typing import Any
 from eventsourcing.domain import event
 from jsonpath_ng.ext import parse as parse_jsonpath
 
-from domain.base import Aggregate
-from domain.errors import Conflict, NotFound, Unprocessable
-from domain.eventsource.events import INTERNAL_EVENT_SOURCE, ExternalEvent
-from domain.storable import check_storable
+from chainloom.domain.base import Aggregate
+from chainloom.domain.errors import Conflict, NotFound, Unprocessable
+from chainloom.domain.eventsource.events import INTERNAL_EVENT_SOURCE, ExternalEvent
+from chainloom.domain.storable import check_storable
 
 SIGNATURE_SCHEMES = ("", "hmac-sha256", "standard-webhooks")
 DEFAULT_SIGNATURE_HEADER = "X-Hub-Signature-256"

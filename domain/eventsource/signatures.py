@@ -18,7 +18,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from domain.errors import Unauthorized, Unprocessable
+from chainloom.domain.errors import Unauthorized, Unprocessable
 
 TIMESTAMP_TOLERANCE_S = 5 * 60
 

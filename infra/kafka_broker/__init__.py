@@ -9,7 +9,7 @@ version) into ``.cache/kafka/<version>/libs``; Maven's own repository
 (``kafka.Kafka``, combined broker+controller, static quorum) on free loopback
 ports; ``start`` returns once a metadata round trip succeeds. The broker is a
 detached process whose pid and ports are kept in the work directory, so
-``python -m infra.kafka_broker start|stop --dir DIR`` can manage it from shell
+``python -m chainloom.infra.kafka_broker start|stop --dir DIR`` can manage it from shell
 scripts, and a test can stop and restart it on the same ports and data.
 """
 

@@ -1,4 +1,4 @@
-"""``python -m infra.kafka_broker fetch | start --dir DIR | stop --dir DIR``.
+"""``python -m chainloom.infra.kafka_broker fetch | start --dir DIR | stop --dir DIR``.
 
 ``start`` prints the bootstrap address (``127.0.0.1:PORT``) on stdout and
 leaves the broker running; ``stop`` stops it (and with ``--clean`` removes DIR).
@@ -11,11 +11,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from infra.kafka_broker import BrokerError, LocalBroker, fetch, kafka_version
+from chainloom.infra.kafka_broker import BrokerError, LocalBroker, fetch, kafka_version
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.kafka_broker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m chainloom.infra.kafka_broker", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("fetch", help="fetch the broker's jars with Maven; print the classpath folder")
     commands.add_parser("version", help="print the pinned Kafka version")

@@ -2,7 +2,7 @@
 
 import uuid
 
-from infra.timefmt import parse_ns
+from chainloom.infra.timefmt import parse_ns
 from tests.api.helpers import assert_error, call, create_backend
 
 

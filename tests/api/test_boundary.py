@@ -13,10 +13,10 @@ import json
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from infra.eventlog import EventLog
+from chainloom.infra.eventlog import EventLog
 from tests.api.helpers import assert_error, call
 from tests.conftest import make_settings
-from web.app import create_app
+from chainloom.web.app import create_app
 
 SURROGATE = "\ud800"
 # A lone surrogate written as CESU-8 bytes: Python's JSON reader decodes it to one.

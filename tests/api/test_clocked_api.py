@@ -2,7 +2,7 @@
 
 from freezegun import freeze_time
 
-from infra.timefmt import parse_ns
+from chainloom.infra.timefmt import parse_ns
 from tests.api.helpers import call, create_group
 
 

@@ -19,8 +19,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.api.helpers import call
-from web.app import create_app
-from web.keys import EVENT_HUB
+from chainloom.web.app import create_app
+from chainloom.web.keys import EVENT_HUB
 
 
 class ServedAsInProduction(TestServer):

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from infra.eventlog import EventLog
-from infra.timefmt import format_ns
-from projections.rebuild import rebuild
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.timefmt import format_ns
+from chainloom.projections.rebuild import rebuild
 from tests.api.helpers import assert_error, call, create_backend
 
 EVER = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
@@ -61,7 +61,7 @@ async def test_matching_events_are_erased_everywhere_and_the_deletion_audited(cl
     rebuild(settings)
     from aiohttp.test_utils import TestClient, TestServer
 
-    from web.app import create_app
+    from chainloom.web.app import create_app
 
     async with TestClient(TestServer(create_app(settings))) as again:
         assert await listed(again, "user.created") == [after, old]

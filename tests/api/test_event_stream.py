@@ -9,8 +9,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.api.helpers import call
 from tests.conftest import make_settings
-from web.app import create_app
-from web.keys import EVENT_HUB
+from chainloom.web.app import create_app
+from chainloom.web.keys import EVENT_HUB
 
 
 @pytest.fixture

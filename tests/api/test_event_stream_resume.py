@@ -8,10 +8,10 @@ import json
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-import web.sse
+from chainloom.web import sse
 from tests.api.helpers import assert_error, call
-from web.app import create_app
-from web.keys import EVENT_HUB, EVENTSOURCE_QUERIES
+from chainloom.web.app import create_app
+from chainloom.web.keys import EVENT_HUB, EVENTSOURCE_QUERIES
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ async def test_a_client_resumes_after_a_write_burst_without_gap_or_duplicate(cli
 
 async def test_a_catch_up_longer_than_the_live_buffer_is_paged(small_buffer_client, monkeypatch):
     client = small_buffer_client
-    monkeypatch.setattr(web.sse, "CATCH_UP_PAGE", 7)  # several pages, each longer than the buffer (5)
+    monkeypatch.setattr(sse, "CATCH_UP_PAGE", 7)  # several pages, each longer than the buffer (5)
     posted = [await post(client, aggregate_id=f"o{i}") for i in range(40)]
     stream = await open_frames(client, headers={"Last-Event-ID": "0"})
     assert await stream.events(40) == posted
@@ -179,7 +179,7 @@ async def test_a_live_buffer_overflowing_during_the_catch_up_ends_the_stream_and
         return await original(event_type, after, limit)
 
     monkeypatch.setattr(queries, "events_of_type_after", slow_catch_up)
-    monkeypatch.setattr(web.sse, "CATCH_UP_PAGE", 4)
+    monkeypatch.setattr(sse, "CATCH_UP_PAGE", 4)
     opening = asyncio.create_task(open_frames(client, headers={"Last-Event-ID": "0"}))
     await asyncio.wait_for(entered.wait(), 5)
     piled = [await post(client, aggregate_id=f"p{i}") for i in range(8)]  # more than the buffer (5)

@@ -6,7 +6,7 @@ import uuid
 import pytest
 from freezegun import freeze_time
 
-from infra.timefmt import format_ns, parse_ns
+from chainloom.infra.timefmt import format_ns, parse_ns
 from tests.api.helpers import assert_error, call, create_backend
 
 MINUTE = 60 * 10**9

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from infra.readstore import Fault, open_read_store
+from chainloom.infra.readstore import Fault, open_read_store
 from tests.api.helpers import assert_error, call
 from tests.conftest import make_settings
-from web.app import create_app
+from chainloom.web.app import create_app
 
 
 async def test_health_is_empty_and_ready_says_ready_when_all_is_well(client):

@@ -9,11 +9,11 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from infra.eventlog import EventLog
-from infra.timefmt import format_ns, parse_ns
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.timefmt import format_ns, parse_ns
 from tests.api.helpers import assert_error, call
 from tests.conftest import TEST_SECRETS_KEY, make_settings
-from web.app import create_app
+from chainloom.web.app import create_app
 
 GITHUB = {
     "path": "/hooks/github",

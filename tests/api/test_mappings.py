@@ -3,7 +3,7 @@
 
 import pytest
 
-from infra.eventlog import EventLog
+from chainloom.infra.eventlog import EventLog
 from tests.api.helpers import assert_error, call
 
 MAPPING = {
@@ -151,7 +151,7 @@ async def test_without_a_key_secrets_are_refused_with_postgres(tmp_path):
     from aiohttp.test_utils import TestClient, TestServer
 
     from tests.conftest import POSTGRES_URL, make_settings, reset_postgres
-    from web.app import create_app
+    from chainloom.web.app import create_app
 
     if not POSTGRES_URL:
         pytest.skip("no PostgreSQL")

@@ -2,7 +2,7 @@
 
 import uuid
 
-from infra.settings import Settings
+from chainloom.infra.settings import Settings
 from tests.api.helpers import assert_error, call, declare_model
 
 

@@ -5,7 +5,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.api.helpers import assert_error, call
 from tests.conftest import make_settings
-from web.app import create_app
+from chainloom.web.app import create_app
 
 
 async def test_unknown_route_and_wrong_method(client):
@@ -31,7 +31,7 @@ async def test_request_ids_are_returned_and_honoured(client):
 
 
 async def test_events_carry_the_request_id_and_actor(client, settings):
-    from infra.eventlog import EventLog
+    from chainloom.infra.eventlog import EventLog
 
     await call(client, "POST", "/groups", {"name": "traced"}, headers={"X-Request-ID": "req-7"})
     log = EventLog(settings.event_store_env())

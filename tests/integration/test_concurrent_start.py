@@ -2,10 +2,10 @@
 
 import asyncio
 
-from infra.eventlog import EventLog
-from infra.readstore import open_read_store
-from projections.registry import all_projectors
-from projections.runner import ProjectionRunner
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.readstore import open_read_store
+from chainloom.projections.registry import all_projectors
+from chainloom.projections.runner import ProjectionRunner
 
 
 async def test_many_processes_create_the_same_tables_at_once(settings):

@@ -17,21 +17,21 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from eventsourcing.persistence import StoredEvent
 
-from infra.blocking import BlockingPool
-from infra.eventlog import EventLog
-from infra.readstore import open_read_store
-from projections.base import create_tables
-from projections.eventsource import EventSourceProjector
-from projections.live import LiveLog
-from projections.registry import all_projectors
-from projections.runner import ProjectionRunner
-from projections.tracked import TrackedProjections
-from queries.eventsource import EventSourceQueries
+from chainloom.infra.blocking import BlockingPool
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.readstore import open_read_store
+from chainloom.projections.base import create_tables
+from chainloom.projections.eventsource import EventSourceProjector
+from chainloom.projections.live import LiveLog
+from chainloom.projections.registry import all_projectors
+from chainloom.projections.runner import ProjectionRunner
+from chainloom.projections.tracked import TrackedProjections
+from chainloom.queries.eventsource import EventSourceQueries
 from tests.api.helpers import assert_error, call
 from tests.api.test_event_stream_resume import open_frames, post
-from web.app import create_app
-from web.keys import EVENT_HUB, SETTINGS
-from web.sse import EventHub, Resume, follow, subscribe_from
+from chainloom.web.app import create_app
+from chainloom.web.keys import EVENT_HUB, SETTINGS
+from chainloom.web.sse import EventHub, Resume, follow, subscribe_from
 
 TYPE = "order.placed"
 

@@ -5,12 +5,12 @@ import json
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from infra.eventlog import EventLog
-from infra.readstore import open_read_store
-from projections.eventsource import EventSourceProjector
-from projections.rebuild import rebuild
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.readstore import open_read_store
+from chainloom.projections.eventsource import EventSourceProjector
+from chainloom.projections.rebuild import rebuild
 from tests.api.helpers import call, create_backend
-from web.app import create_app
+from chainloom.web.app import create_app
 
 EVER = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
 MAPPING = {"path": "/h", "eventType": "hook.in", "eventSource": "hooks", "aggregateType": "thing",

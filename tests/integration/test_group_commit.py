@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from eventsourcing.persistence import RecordConflictError, StoredEvent
 
-from infra.eventlog import EventLog
-from infra.groupcommit import GroupCommit
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.groupcommit import GroupCommit
 
 
 def stored(stream: str, n: int = 1) -> list[StoredEvent]:

@@ -6,9 +6,9 @@ import json
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from infra.blocking import BlockingPool
-from infra.eventlog import EventLog
-from projections.live import LiveLog
+from chainloom.infra.blocking import BlockingPool
+from chainloom.infra.eventlog import EventLog
+from chainloom.projections.live import LiveLog
 
 
 def append(log: EventLog, name: str) -> int:

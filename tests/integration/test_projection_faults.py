@@ -18,16 +18,16 @@ import uuid
 from aiohttp.test_utils import TestClient, TestServer
 from eventsourcing.persistence import StoredEvent
 
-from domain.groups import AffinityGroup
-from domain.models import Model, ModelSpec
-from infra.eventlog import EventLog
-from infra.readstore import Fault, open_read_store
-from projections import operator
-from projections.registry import all_projectors
-from projections.tracked import TrackedProjections
-from projections.waits import ProjectionFaulted
+from chainloom.domain.groups import AffinityGroup
+from chainloom.domain.models import Model, ModelSpec
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.readstore import Fault, open_read_store
+from chainloom.projections import operator
+from chainloom.projections.registry import all_projectors
+from chainloom.projections.tracked import TrackedProjections
+from chainloom.projections.waits import ProjectionFaulted
 from tests.api.helpers import assert_error, call, create_backend, create_group
-from web.app import create_app
+from chainloom.web.app import create_app
 
 EXTERNAL_EVENT = {"event_type": "user.created", "event_source": "auth", "aggregate_type": "user", "version": 1}
 
@@ -163,7 +163,7 @@ async def test_the_command_line_retries_and_skips_while_the_service_runs(client,
     env = dict(os.environ, CHAINLOOM_DATA_DIR=str(settings.data_dir), CHAINLOOM_DATABASE_URL=settings.database_url)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "infra.cli", "projections", *args], env=env,
+        return subprocess.run([sys.executable, "-m", "chainloom.infra.cli", "projections", *args], env=env,
                               capture_output=True, text=True, timeout=120)
 
     shown = await asyncio.to_thread(cli, "status")

@@ -51,7 +51,7 @@ async def test_concurrent_assignments_to_one_group_all_land(client):
 
 
 async def test_deleting_a_group_records_the_removal_of_each_assignment(client, settings):
-    from infra.eventlog import EventLog
+    from chainloom.infra.eventlog import EventLog
 
     group = await create_group(client, "doomed")
     _, backend = await call(client, "POST", "/backends", {"name": "x", "baseUrl": "http://x", "type": "ollama"})

@@ -8,12 +8,12 @@ import sys
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from infra.eventlog import EventLog
-from infra.readstore import open_read_store
-from projections.catalog import CatalogProjector
-from projections.rebuild import rebuild
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.readstore import open_read_store
+from chainloom.projections.catalog import CatalogProjector
+from chainloom.projections.rebuild import rebuild
 from tests.api.helpers import call, create_backend, create_group, declare_model
-from web.app import create_app
+from chainloom.web.app import create_app
 
 
 def snapshot(settings) -> dict[str, list[dict]]:
@@ -75,7 +75,7 @@ def test_rebuild_command_line(settings, tmp_path):
     live = asyncio.run(populate())
     env = dict(os.environ, CHAINLOOM_DATA_DIR=str(settings.data_dir), CHAINLOOM_DATABASE_URL=settings.database_url)
     done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "projections", "rebuild", "catalog"],
+        [sys.executable, "-m", "chainloom.infra.cli", "projections", "rebuild", "catalog"],
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
@@ -84,7 +84,7 @@ def test_rebuild_command_line(settings, tmp_path):
     assert snapshot(settings) == live
 
     unknown = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "projections", "rebuild", "nope"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "chainloom.infra.cli", "projections", "rebuild", "nope"], env=env, capture_output=True, text=True
     )
     assert unknown.returncode == 2 and "unknown projection" in unknown.stderr
 

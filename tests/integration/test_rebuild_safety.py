@@ -8,16 +8,16 @@ import asyncio
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from infra.readstore import open_read_store
-from projections import operator
-from projections.catalog import CatalogProjector
-from projections.rebuild import rebuild
-from projections.registry import all_projectors
-from projections.runner import ProjectionFailed
+from chainloom.infra.readstore import open_read_store
+from chainloom.projections import operator
+from chainloom.projections.catalog import CatalogProjector
+from chainloom.projections.rebuild import rebuild
+from chainloom.projections.registry import all_projectors
+from chainloom.projections.runner import ProjectionFailed
 from tests.api.helpers import call, create_backend
 from tests.integration.test_projection_faults import healthy, inject_poison, until
 from tests.integration.test_rebuild_and_restart import make_history
-from web.app import create_app
+from chainloom.web.app import create_app
 
 TABLES = CatalogProjector.tables + ("raw_events", "event_mappings")
 

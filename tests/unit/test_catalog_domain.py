@@ -2,11 +2,11 @@
 
 import pytest
 
-from domain.backends import Backend
-from domain.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
-from domain.groups import EMBED_GROUP_ID, AffinityGroup
-from domain.models import Model, ModelSpec
-from domain.uniqueness import UniqueValue
+from chainloom.domain.backends import Backend
+from chainloom.domain.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from chainloom.domain.groups import EMBED_GROUP_ID, AffinityGroup
+from chainloom.domain.models import Model, ModelSpec
+from chainloom.domain.uniqueness import UniqueValue
 
 
 def event_names(aggregate):

@@ -3,8 +3,8 @@
 from freezegun import freeze_time
 from eventsourcing.persistence import Notification
 
-from domain.backends import Backend
-from infra.envelope import EnvelopeMapper
+from chainloom.domain.backends import Backend
+from chainloom.infra.envelope import EnvelopeMapper
 
 
 @freeze_time("2025-03-01T10:04:05.123456Z")

@@ -5,12 +5,12 @@ from datetime import datetime, timezone
 import pytest
 from eventsourcing.persistence import Notification
 
-from domain.backends import Backend
-from domain.groups import AffinityGroup
-from domain.errors import BadRequest, Unprocessable
-from infra.envelope import EnvelopeMapper
-from infra.timefmt import format_ns, parse_ns, to_ns
-from queries.pagination import DEFAULT_LIMIT, Page
+from chainloom.domain.backends import Backend
+from chainloom.domain.groups import AffinityGroup
+from chainloom.domain.errors import BadRequest, Unprocessable
+from chainloom.infra.envelope import EnvelopeMapper
+from chainloom.infra.timefmt import format_ns, parse_ns, to_ns
+from chainloom.queries.pagination import DEFAULT_LIMIT, Page
 
 
 def test_internal_events_get_the_public_envelope_and_come_back_equal():

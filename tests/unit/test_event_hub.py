@@ -3,7 +3,7 @@
 import asyncio
 import json
 
-from web.sse import EventHub
+from chainloom.web.sse import EventHub
 
 
 def event(nid: int, event_type: str = "a.b") -> dict:

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from web.sse import TOO_SLOW, EventHub, Resume, follow, subscribe_from
+from chainloom.web.sse import TOO_SLOW, EventHub, Resume, follow, subscribe_from
 
 
 def event(nid: int, event_type: str = "a.b") -> dict:

@@ -7,13 +7,13 @@ import hmac
 import pytest
 from freezegun import freeze_time
 
-from commands.eventsource import RawIds, kept_headers, parse_payload
-from domain.errors import Conflict, NotFound, Unauthorized, Unprocessable
-from domain.eventsource.events import ExternalEvent, RawEvent, utc_day
-from domain.eventsource.mappings import EventMapping, MappingConfig, apply_mapping, go_string, resolve
-from domain.eventsource.signatures import check_secret, verify
-from infra.secrets import SecretBox, SecretsUnavailable, open_secret_box
-from infra.timefmt import parse_ns
+from chainloom.commands.eventsource import RawIds, kept_headers, parse_payload
+from chainloom.domain.errors import Conflict, NotFound, Unauthorized, Unprocessable
+from chainloom.domain.eventsource.events import ExternalEvent, RawEvent, utc_day
+from chainloom.domain.eventsource.mappings import EventMapping, MappingConfig, apply_mapping, go_string, resolve
+from chainloom.domain.eventsource.signatures import check_secret, verify
+from chainloom.infra.secrets import SecretBox, SecretsUnavailable, open_secret_box
+from chainloom.infra.timefmt import parse_ns
 
 NOW = parse_ns("2025-05-01T10:00:00Z")
 MINUTE = 60 * 10**9
@@ -118,7 +118,7 @@ def test_field_paths_resolve(path, value):
 
 @pytest.mark.parametrize("path", ["data.missing", "data.nothing", "items[5].id", "empty[*]", "1abc", "data..[", ""])
 def test_missing_null_empty_and_unparsable_paths_are_not_found(path):
-    from domain.eventsource.mappings import _NOT_FOUND
+    from chainloom.domain.eventsource.mappings import _NOT_FOUND
 
     assert resolve(path, PAYLOAD) is _NOT_FOUND
 
@@ -333,7 +333,7 @@ def test_webhook_bodies_must_be_one_json_object():
 
 
 def test_json_values_the_log_takes():
-    from domain.storable import check_storable as check_json
+    from chainloom.domain.storable import check_storable as check_json
 
     nested: list = []
     for _ in range(98):
@@ -356,7 +356,7 @@ def test_credentials_are_not_kept_with_raw_events():
 
 
 def test_the_relay_publishes_raw_payloads_as_they_came_but_still_guards_chainloom_secrets():
-    from infra.kafka_log import SecretInClear, check_no_clear_secrets
+    from chainloom.infra.kafka_log import SecretInClear, check_no_clear_secrets
 
     raw = {"event_source": "chainloom", "event_type": "raw_event.received",
            "data": {"path": "/slack", "headers": {"X-Slack-Token": "t"}, "payload": {"token": "verification", "a": [{"secret": "x"}]}}}
@@ -371,7 +371,7 @@ def test_the_relay_publishes_raw_payloads_as_they_came_but_still_guards_chainloo
 
 
 def test_the_mapping_cache_keeps_reads_for_a_while_and_forgets_them_on_change():
-    from commands.eventsource import MappingCache
+    from chainloom.commands.eventsource import MappingCache
 
     stored = {"/p": mapping()}
     loads = []
@@ -395,7 +395,7 @@ def test_the_mapping_cache_keeps_reads_for_a_while_and_forgets_them_on_change():
 
 
 def test_a_read_that_raced_with_a_change_is_not_kept():
-    from commands.eventsource import MappingCache
+    from chainloom.commands.eventsource import MappingCache
 
     versions = iter([1, 2])
 

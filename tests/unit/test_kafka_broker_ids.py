@@ -1,6 +1,6 @@
 """The local test broker's cluster ids are ones Kafka's storage tool accepts."""
 
-from infra.kafka_broker import _cluster_id
+from chainloom.infra.kafka_broker import _cluster_id
 
 
 def test_cluster_ids_never_look_like_an_option():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from infra.kafka_log import (
+from chainloom.infra.kafka_log import (
     SecretInClear,
     check_no_clear_secrets,
     decode,
@@ -16,7 +16,7 @@ from infra.kafka_log import (
     record_key,
     record_value,
 )
-from infra.kafka_relay import KafkaRelay
+from chainloom.infra.kafka_relay import KafkaRelay
 
 EVENT = {
     "id": "6f1c2b9e-4a43-4bd5-9d7e-0c5b8f0a1e22",

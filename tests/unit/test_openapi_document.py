@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import Settings
-from web.app import create_app
-from web.openapi import describe
+from chainloom.infra.settings import Settings
+from chainloom.web.app import create_app
+from chainloom.web.openapi import describe
 
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 

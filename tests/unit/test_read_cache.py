@@ -1,6 +1,6 @@
 """The read cache serves a result only while the read models stand where they stood when it was read."""
 
-from queries.cache import ReadCache
+from chainloom.queries.cache import ReadCache
 
 
 class Source:

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from infra.kafka_broker import LocalBroker, free_port
-from infra.kafka_log import decode
-from infra.settings import Settings
+from chainloom.infra.kafka_broker import LocalBroker, free_port
+from chainloom.infra.kafka_log import decode
+from chainloom.infra.settings import Settings
 
 KAFKA_BOOTSTRAP = os.environ.get("CHAINLOOM_TEST_KAFKA_BOOTSTRAP", "")
 REQUIRE_KAFKA = os.environ.get("CHAINLOOM_TEST_REQUIRE_KAFKA") == "1"
@@ -162,7 +162,7 @@ class Process:
     def start(self) -> Process:
         with open(self.log_path, "ab") as out:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", *self.args],
+                [sys.executable, "-m", "chainloom.infra.cli", *self.args],
                 env=self.env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         return self

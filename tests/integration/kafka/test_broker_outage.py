@@ -10,9 +10,9 @@ import urllib.request
 
 import pytest
 
-from infra.eventlog import EventLog
-from infra.kafka_broker import LocalBroker
-from infra.settings import Settings
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.kafka_broker import LocalBroker
+from chainloom.infra.settings import Settings
 from tests.integration.kafka.conftest import (
     assert_order_per_aggregate,
     healthy,

@@ -8,10 +8,10 @@ import sys
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from infra.eventlog import EventLog
-from infra.settings import Settings
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.settings import Settings
 from tests.integration.kafka.conftest import PROJECT_ROOT
-from web.app import create_app
+from chainloom.web.app import create_app
 
 
 async def test_example_consumer_replays_the_log(kafka_settings: Settings):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.settings import Settings
-from projections import operator
+from chainloom.infra.settings import Settings
+from chainloom.projections import operator
 from tests.integration.kafka.conftest import healthy, process_env, wait_until
 from tests.integration.kafka.test_projector_worker import _request
 from tests.integration.test_projection_faults import inject_poison

@@ -13,13 +13,13 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from infra.eventlog import EventLog
-from infra.readstore import open_read_store
-from infra.settings import Settings
-from projections.registry import all_projectors
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.readstore import open_read_store
+from chainloom.infra.settings import Settings
+from chainloom.projections.registry import all_projectors
 from tests.conftest import POSTGRES_URL
 from tests.integration.kafka.conftest import healthy, process_env, wait_until
-from web.app import create_app
+from chainloom.web.app import create_app
 
 
 def read_models(settings: Settings) -> dict[str, list[str]]:

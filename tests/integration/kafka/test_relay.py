@@ -9,17 +9,17 @@ import uuid
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from domain.backends import Backend
-from infra.eventlog import EventLog
-from infra.kafka_log import header, record_key
-from infra.settings import Settings
+from chainloom.domain.backends import Backend
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.kafka_log import header, record_key
+from chainloom.infra.settings import Settings
 from tests.integration.kafka.conftest import (
     assert_order_per_aggregate,
     process_env,
     read_topic,
     without_duplicates,
 )
-from web.app import create_app
+from chainloom.web.app import create_app
 
 
 def log_events(settings: Settings) -> list[dict]:
