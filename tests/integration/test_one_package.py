@@ -28,8 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 OLD_LOG = ROOT / "tests" / "fixtures" / "log-before-one-package.sqlite"
 
 
-def _old_stored_events() -> list[StoredEvent]:
-    old = EventLog(Settings(data_dir=OLD_LOG.parent)._sqlite_env(OLD_LOG))
+def _old_stored_events(scratch: Path) -> list[StoredEvent]:
+    copy = scratch / "old-events.sqlite"  # opening a log writes beside it: leave the fixture alone
+    shutil.copy(OLD_LOG, copy)
+    old = EventLog(Settings(data_dir=scratch)._sqlite_env(copy))
     try:
         return [
             StoredEvent(n.originator_id, n.originator_version, n.topic, n.state)
@@ -39,8 +41,8 @@ def _old_stored_events() -> list[StoredEvent]:
         old.close()
 
 
-async def test_a_log_written_before_one_package_still_loads(settings: Settings):
-    stored = _old_stored_events()
+async def test_a_log_written_before_one_package_still_loads(settings: Settings, tmp_path: Path):
+    stored = _old_stored_events(tmp_path)
     assert {e.topic.split(".")[0] for e in stored} == {"domain"}  # the old module paths
     if settings.uses_postgres:
         log = EventLog(settings.event_store_env())
