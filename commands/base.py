@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from eventsourcing.persistence import RecordConflictError
 
@@ -19,6 +19,7 @@ from chainloom.domain.errors import Conflict
 from chainloom.infra.eventlog import EventLog
 
 T = TypeVar("T")
+A = TypeVar("A", bound=Aggregate)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,18 @@ class Decision(Generic[T]):
     save: Sequence[Aggregate]
 
 
-Decide = Callable[[EventLog], Decision[T]]
+class Aggregates(Protocol):
+    """What a decision may read: aggregates as their events tell them — never read models, never I/O
+    beyond the log (``infra.eventlog.EventLog`` is the implementation)."""
+
+    def get(self, aggregate_class: type[A], key: str) -> A | None:
+        """The aggregate, or None if it never existed."""
+
+    def last_event(self, aggregate_class: type[Aggregate], key: str) -> Any | None:
+        """The latest domain event of an aggregate whose every event carries its whole state, or None."""
+
+
+Decide = Callable[[Aggregates], Decision[T]]
 
 
 class CommandRunner:

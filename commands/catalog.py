@@ -5,15 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
-from chainloom.commands.base import SYSTEM, CommandContext, CommandRunner, Decision
+from chainloom.commands.base import SYSTEM, Aggregates, CommandContext, CommandRunner, Decision
 from chainloom.domain.backends import Backend
 from chainloom.domain.errors import Conflict, Forbidden, NotFound
 from chainloom.domain.groups import INTERNAL_GROUPS, AffinityGroup, InternalGroup
 from chainloom.domain.models import Model, ModelSpec
 from chainloom.domain.uniqueness import UniqueValue
-from chainloom.infra.eventlog import EventLog
 
 BACKEND_NAME = "backend.name"
 BACKEND_URL = "backend.baseUrl"
@@ -35,7 +35,7 @@ class DefaultModel:
     context_length: int
 
 
-def _claim(log: EventLog, scope: str, value: str, owner: str, description: str) -> UniqueValue:
+def _claim(log: Aggregates, scope: str, value: str, owner: str, description: str) -> UniqueValue:
     claim = log.get(UniqueValue, UniqueValue.key_for(scope, value))
     if claim is None:
         return UniqueValue.claim_new(scope, value, owner)
@@ -43,7 +43,7 @@ def _claim(log: EventLog, scope: str, value: str, owner: str, description: str) 
     return claim
 
 
-def _released(log: EventLog, scope: str, value: str, owner: str) -> list[UniqueValue]:
+def _released(log: Aggregates, scope: str, value: str, owner: str) -> list[UniqueValue]:
     """The claim of ``value`` given up by ``owner`` (to save), if there is one."""
     claim = log.get(UniqueValue, UniqueValue.key_for(scope, value))
     if claim is None:
@@ -52,12 +52,12 @@ def _released(log: EventLog, scope: str, value: str, owner: str) -> list[UniqueV
     return [claim]
 
 
-def _owner(log: EventLog, scope: str, value: str) -> str | None:
+def _owner(log: Aggregates, scope: str, value: str) -> str | None:
     claim = log.get(UniqueValue, UniqueValue.key_for(scope, value))
     return claim.owner if claim is not None and claim.owner else None
 
 
-def _existing(log: EventLog, cls, key: str):
+def _existing(log: Aggregates, cls, key: str):
     aggregate = log.get(cls, key)
     if aggregate is None:
         raise NotFound("libdb: not found")
@@ -66,7 +66,7 @@ def _existing(log: EventLog, cls, key: str):
 
 
 def _rename(
-    log: EventLog, scope: str, old: str, new: str, owner: str, description: str
+    log: Aggregates, scope: str, old: str, new: str, owner: str, description: str
 ) -> list[UniqueValue]:
     """Claims to save when ``owner`` changes a unique value from ``old`` to ``new``."""
     if old == new:
@@ -90,7 +90,7 @@ class CatalogCommands:
     # -- backends ------------------------------------------------------------
 
     async def create_backend(self, name: str, base_url: str, type: str, ctx: CommandContext) -> str:
-        def decide(log: EventLog) -> Decision[str]:
+        def decide(log: Aggregates) -> Decision[str]:
             backend_id = self._new_id()
             backend = Backend.create(backend_id, name, base_url, type)
             return Decision(
@@ -105,7 +105,7 @@ class CatalogCommands:
         return await self._runner.run(decide, ctx)
 
     async def update_backend(self, backend_id: str, name: str, base_url: str, type: str, ctx: CommandContext) -> None:
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             backend: Backend = _existing(log, Backend, backend_id)
             old_name, old_url = backend.name, backend.base_url
             backend.update(name, base_url, type)
@@ -121,7 +121,7 @@ class CatalogCommands:
         await self._runner.run(decide, ctx)
 
     async def delete_backend(self, backend_id: str, ctx: CommandContext) -> None:
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             backend: Backend = _existing(log, Backend, backend_id)
             groups = [_existing_or_none(log, AffinityGroup, g) for g in self._memberships.groups_of_backend(backend_id)]
             for group in groups:
@@ -145,7 +145,7 @@ class CatalogCommands:
     async def declare_model(self, spec: ModelSpec, ctx: CommandContext) -> str:
         """Declare a model; its id is its name."""
 
-        def decide(log: EventLog) -> Decision[str]:
+        def decide(log: Aggregates) -> Decision[str]:
             spec.validate()
             model_id = spec.model
             claim = _claim(log, MODEL_NAME, spec.model, model_id, f"model '{spec.model}'")
@@ -159,7 +159,7 @@ class CatalogCommands:
         return await self._runner.run(decide, ctx)
 
     async def update_model(self, model_id: str, spec: ModelSpec, ctx: CommandContext) -> None:
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             model: Model = _existing(log, Model, model_id)
             old_name = model.model
             model.update(spec)
@@ -172,7 +172,7 @@ class CatalogCommands:
     async def delete_model(self, name: str, ctx: CommandContext) -> None:
         """Delete the model with this *name* (the contract addresses models by name here)."""
 
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             if name == self._protected_model:
                 raise Forbidden("serverops: immutable model")
             model_id = _owner(log, MODEL_NAME, name)
@@ -194,7 +194,7 @@ class CatalogCommands:
     # -- groups --------------------------------------------------------------
 
     async def create_group(self, name: str, purpose_type: str, ctx: CommandContext) -> str:
-        def decide(log: EventLog) -> Decision[str]:
+        def decide(log: Aggregates) -> Decision[str]:
             group_id = self._new_id()
             group = AffinityGroup.create(group_id, name, purpose_type)
             return Decision(group_id, [group, _claim(log, GROUP_NAME, name, group_id, f"group name '{name}'")])
@@ -202,7 +202,7 @@ class CatalogCommands:
         return await self._runner.run(decide, ctx)
 
     async def update_group(self, group_id: str, name: str, purpose_type: str, ctx: CommandContext) -> None:
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             group: AffinityGroup = _existing(log, AffinityGroup, group_id)
             old_name = group.name
             group.update(name, purpose_type)
@@ -213,7 +213,7 @@ class CatalogCommands:
         await self._runner.run(decide, ctx)
 
     async def delete_group(self, group_id: str, ctx: CommandContext) -> None:
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             group: AffinityGroup = _existing(log, AffinityGroup, group_id)
             group.delete()
             return Decision(None, [group, *_released(log, GROUP_NAME, group.name, group_id)])
@@ -221,7 +221,7 @@ class CatalogCommands:
         await self._runner.run(decide, ctx)
 
     async def assign_backend(self, group_id: str, backend_id: str, ctx: CommandContext) -> None:
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             group = _referenced(log, AffinityGroup, group_id, "group")
             _referenced(log, Backend, backend_id, "backend")
             group.assign_backend(backend_id)
@@ -230,7 +230,7 @@ class CatalogCommands:
         await self._runner.run(decide, ctx)
 
     async def remove_backend(self, group_id: str, backend_id: str, ctx: CommandContext) -> None:
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             group: AffinityGroup = _existing(log, AffinityGroup, group_id)
             group.remove_backend(backend_id)
             return Decision(None, [group])
@@ -238,7 +238,7 @@ class CatalogCommands:
         await self._runner.run(decide, ctx)
 
     async def assign_model(self, group_id: str, model_id: str, ctx: CommandContext) -> None:
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             group = _referenced(log, AffinityGroup, group_id, "group")
             _referenced(log, Model, model_id, "model")
             group.assign_model(model_id)
@@ -247,7 +247,7 @@ class CatalogCommands:
         await self._runner.run(decide, ctx)
 
     async def remove_model(self, group_id: str, model_id: str, ctx: CommandContext) -> None:
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             group: AffinityGroup = _existing(log, AffinityGroup, group_id)
             group.remove_model(model_id)
             return Decision(None, [group])
@@ -264,10 +264,10 @@ class CatalogCommands:
         """
         for internal in INTERNAL_GROUPS:
             default = defaults[internal.group_id]
-            await self._runner.run(lambda log, i=internal, d=default: _seed(log, i, d, tenancy), SYSTEM)
+            await self._runner.run(partial(_seed, internal=internal, default=default, tenancy=tenancy), SYSTEM)
 
 
-def _seed(log: EventLog, internal: InternalGroup, default: DefaultModel, tenancy: uuid.UUID) -> Decision[None]:
+def _seed(log: Aggregates, internal: InternalGroup, default: DefaultModel, tenancy: uuid.UUID) -> Decision[None]:
     save: list = []
     group = log.get(AffinityGroup, internal.group_id)
     if group is None or group.deleted:
@@ -299,12 +299,12 @@ def _seed(log: EventLog, internal: InternalGroup, default: DefaultModel, tenancy
     return Decision(None, save)
 
 
-def _existing_or_none(log: EventLog, cls, key: str):
+def _existing_or_none(log: Aggregates, cls, key: str):
     aggregate = log.get(cls, key)
     return None if aggregate is None or aggregate.deleted else aggregate
 
 
-def _referenced(log: EventLog, cls, key: str, what: str):
+def _referenced(log: Aggregates, cls, key: str, what: str):
     """An aggregate named by an assignment: a missing one is a dangling reference (409)."""
     aggregate = _existing_or_none(log, cls, key)
     if aggregate is None:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import RecordConflictError, StoredEvent
 
-from chainloom.commands.base import CommandContext, CommandRunner, Decision
+from chainloom.commands.base import Aggregates, CommandContext, CommandRunner, Decide, Decision
 from chainloom.domain.base import Aggregate
 from chainloom.domain.errors import Conflict, DomainError, Forbidden, NotFound, TooLarge, Unauthorized, Unprocessable
 from chainloom.domain.eventsource.events import (
@@ -341,9 +341,10 @@ class EventSourceCommands:
                     positions = self._insert(receipt)  # keep the payload all the same
                 except RecordConflictError:
                     continue
+                assert event is not None  # something was appended: the mapping made an event
                 failure = Conflict(
                     "failed to ingest event: failed to append event: libdb: unique constraint violation:"
-                    f" event '{event.id}' is already recorded"  # type: ignore[union-attr]
+                    f" event '{event.id}' is already recorded"
                 )
             if failure is not None:
                 return failure, max(positions)
@@ -441,7 +442,7 @@ class EventSourceCommands:
     # -- mappings ------------------------------------------------------------
 
     async def create_mapping(self, config: MappingConfig, secret: str | None, ctx: CommandContext) -> None:
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             sealed = self._sealed(config, secret, None)
             mapping = log.get(EventMapping, config.path) if config.path else None
             if mapping is None:
@@ -455,7 +456,7 @@ class EventSourceCommands:
     async def update_mapping(self, config: MappingConfig, secret: str | None, ctx: CommandContext) -> None:
         """A full replacement; an omitted ``signatureSecret`` keeps the one set before (if the scheme stays)."""
 
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             mapping = log.get(EventMapping, config.path)
             if mapping is None:
                 raise NotFound("not found: mapping not found")
@@ -466,7 +467,7 @@ class EventSourceCommands:
         await self._changed_mapping(decide, ctx)
 
     async def delete_mapping(self, path: str, ctx: CommandContext) -> None:
-        def decide(log: EventLog) -> Decision[None]:
+        def decide(log: Aggregates) -> Decision[None]:
             mapping = log.get(EventMapping, path)
             if mapping is None:
                 raise NotFound("not found: mapping not found")
@@ -475,7 +476,7 @@ class EventSourceCommands:
 
         await self._changed_mapping(decide, ctx)
 
-    async def _changed_mapping(self, decide: Callable[[EventLog], Decision[None]], ctx: CommandContext) -> None:
+    async def _changed_mapping(self, decide: Decide[None], ctx: CommandContext) -> None:
         try:
             await self._runner.run(decide, ctx)
         finally:

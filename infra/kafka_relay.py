@@ -28,9 +28,11 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import Any
 
+from chainloom.infra.bootstrap import open_resources
 from chainloom.infra.eventlog import EventLog
 from chainloom.infra.follower import Follower
 from chainloom.infra.kafka_log import (
@@ -119,7 +121,7 @@ class KafkaRelay:
 
     def __init__(
         self,
-        log_: EventLog,
+        log: EventLog,
         tracking_env: Mapping[str, str],
         lock: FileLock | AdvisoryLock,
         *,
@@ -129,7 +131,7 @@ class KafkaRelay:
         batch_size: int = 1000,
         client_id: str = "chainloom-relay",
     ) -> None:
-        self._log = log_
+        self._log = log
         self._tracking_env = dict(tracking_env)
         self._store: ReadStore | None = None
         self._store_factory: Any = None
@@ -310,10 +312,10 @@ def relay_tracking_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def open_relay(settings: Settings, log_: EventLog) -> RelayService:
+def open_relay(settings: Settings, log: EventLog) -> RelayService:
     """The relay of the configured log and topic (it opens its tracking store when it first runs)."""
     relay = KafkaRelay(
-        log_,
+        log,
         relay_tracking_env(settings),
         relay_lock(settings),
         bootstrap=settings.kafka_bootstrap,
@@ -327,17 +329,15 @@ async def run_relay(settings: Settings) -> None:
     """``chainloom relay``: relay until SIGINT or SIGTERM, then stop cleanly."""
     import signal
 
-    if not settings.uses_postgres:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log_ = await asyncio.to_thread(EventLog, settings.event_store_env())
-    service = open_relay(settings, log_)
-    try:
+    async with AsyncExitStack() as stack:
+        opened = ExitStack()
+        stack.push_async_callback(asyncio.to_thread, opened.close)
+        resources = await asyncio.to_thread(opened.enter_context, open_resources(settings, read_store=False))
+        service = open_relay(settings, resources.log)
         service.start()
+        stack.push_async_callback(service.stop)
         await stop.wait()
-    finally:
-        await service.stop()
-        await asyncio.to_thread(log_.close)

@@ -32,7 +32,8 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from chainloom.infra.kafka_log import consumer_config, decode, ensure_topic
-from chainloom.infra.readstore import ReadStore, open_read_store
+from chainloom.infra.bootstrap import open_resources
+from chainloom.infra.readstore import ReadStore
 from chainloom.infra.settings import Settings
 from chainloom.projections.base import Event
 from chainloom.projections.registry import all_projectors
@@ -168,41 +169,42 @@ class ProjectorWorker:
     def run(self, ready: Callable[[], None] | None = None) -> None:
         settings = self._settings
         topic = settings.kafka_events_topic
-        if not settings.uses_postgres:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store, store_factory = open_read_store(settings.read_store_env())
-        projectors = all_projectors()
-        names = [p.name for p in projectors]
-        consumer = KafkaConsumer(**consumer_config(settings.kafka_bootstrap, settings.kafka_projector_group, self._client_id))
-        try:
+        with open_resources(settings, log=False) as resources:
+            store = resources.store
+            projectors = all_projectors()
+            names = [p.name for p in projectors]
+            consumer = resources.closing(
+                KafkaConsumer(**consumer_config(settings.kafka_bootstrap, settings.kafka_projector_group, self._client_id)),
+                KafkaConsumer.close,
+            )
             ensure_topic(settings.kafka_bootstrap, topic, settings.kafka_replication_factor, self._client_id)
             reader = KafkaLogReader(consumer, topic, lambda: _min_position(store, names))
-            runner = ProjectionRunner(reader, store, projectors)  # type: ignore[arg-type]
+            runner = ProjectionRunner(reader, store, projectors)
             runner.setup()
             consumer.subscribe([topic], listener=reader)
             logger.info("projector worker: group %s on %s (%s)", settings.kafka_projector_group, topic, ", ".join(names))
             if ready is not None:
                 ready()
+            self._follow(reader, runner)
+
+    def _follow(self, reader: KafkaLogReader, runner: ProjectionRunner) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            reader.fill(timeout=0.2)
+            try:
+                position, more = runner.process_batch()
+            except Exception:
+                # Another process tracked first, or the store is briefly away: the batch
+                # was dropped whole; apply it again (what is done is skipped).
+                logger.exception("projector worker: batch failed; retrying in %.2fs", backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
             backoff = 0.05
-            while not self._stop.is_set():
-                reader.fill(timeout=0.2)
-                try:
-                    position, more = runner.process_batch()
-                except Exception:
-                    # Another process tracked first, or the store is briefly away: the batch
-                    # was dropped whole; apply it again (what is done is skipped).
-                    logger.exception("projector worker: batch failed; retrying in %.2fs", backoff)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                backoff = 0.05
-                reader.commit(position)
-                if not more and reader.buffered:
-                    # Buffered records no projector takes (every one is faulted): wait for an operator.
-                    self._stop.wait(0.2)
-        finally:
-            consumer.close()
-            store_factory.close()
+            reader.commit(position)
+            if not more and reader.buffered:
+                # Buffered records no projector takes (every one is faulted): wait for an operator.
+                self._stop.wait(0.2)
 
 
 def _min_position(store: ReadStore, names: list[str]) -> int:

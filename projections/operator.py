@@ -17,7 +17,8 @@ from eventsourcing.persistence import IntegrityError
 
 from chainloom.domain.projection_audit import SkippedProjectionEvent
 from chainloom.infra.eventlog import EventLog
-from chainloom.infra.readstore import Fault, ReadStore, open_read_store
+from chainloom.infra.bootstrap import open_resources
+from chainloom.infra.readstore import Fault, ReadStore
 from chainloom.infra.settings import Settings
 from chainloom.projections.base import create_tables
 from chainloom.projections.rebuild import chosen_projectors, projector_names
@@ -39,17 +40,10 @@ class ProjectionStatus:
 
 @contextmanager
 def _stores(settings: Settings) -> Iterator[tuple[EventLog, ReadStore]]:
-    if not settings.uses_postgres:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log = EventLog(settings.event_store_env())
-    store, store_factory = open_read_store(settings.read_store_env())
-    try:
-        with store.transaction() as cursor:
-            create_tables(store, cursor, [])  # the fault records, if no server has run yet
-        yield log, store
-    finally:
-        log.close()
-        store_factory.close()
+    with open_resources(settings) as resources:
+        with resources.store.transaction() as cursor:
+            create_tables(resources.store, cursor, [])  # the fault records, if no server has run yet
+        yield resources.log, resources.store
 
 
 def status(settings: Settings) -> list[ProjectionStatus]:

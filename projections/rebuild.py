@@ -18,7 +18,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from chainloom.infra.eventlog import EventLog
-from chainloom.infra.readstore import ReadStore, open_read_store
+from chainloom.infra.bootstrap import open_resources
+from chainloom.infra.readstore import ReadStore
 from chainloom.infra.settings import Settings
 from chainloom.projections.base import Projector, create_tables
 from chainloom.projections.registry import all_projectors
@@ -52,13 +53,8 @@ def rebuild(
     Raises ``projections.runner.ProjectionFailed`` (or the store's error) when the rebuild fails; the live
     read models are then untouched."""
     live = chosen_projectors(names)
-    log = EventLog(settings.event_store_env())
-    store, store_factory = open_read_store(settings.read_store_env())
-    try:
-        return rebuild_aside(log, store, live, progress)
-    finally:
-        log.close()
-        store_factory.close()
+    with open_resources(settings) as resources:
+        return rebuild_aside(resources.log, resources.store, live, progress)
 
 
 def rebuild_aside(

@@ -25,9 +25,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-from chainloom.infra.eventlog import EventLog
 from chainloom.infra.follower import Follower, RunBlocking
 from chainloom.infra.readstore import Fault, ReadStore, SqlCursor, storable_text
 from chainloom.infra.timefmt import format_ns
@@ -54,6 +53,17 @@ class ProjectionFailed(Exception):
         )
 
 
+class LogReader(Protocol):
+    """What the runner reads: the log (``infra.eventlog.EventLog``), or the events topic that carries it
+    (``projections.kafka_worker.KafkaLogReader``)."""
+
+    def read(self, after: int, limit: int) -> list[Event]:
+        """Public events with ``nid`` > ``after``, in log order, at most ``limit``."""
+
+    def head(self) -> int:
+        """The last position known to be in the log (0 when unknown)."""
+
+
 class Batch(NamedTuple):
     position: int  # every projector that is not faulted has applied the log up to here
     more: bool  # a full batch: more may follow at once
@@ -70,7 +80,7 @@ def is_store_trouble(error: BaseException) -> bool:
 class ProjectionRunner:
     def __init__(
         self,
-        log_: EventLog,
+        log: LogReader,
         store: ReadStore,
         projectors: Sequence[Projector],
         run_blocking: RunBlocking | None = None,
@@ -83,7 +93,7 @@ class ProjectionRunner:
         """``run_blocking`` is needed only to ``start`` following (the service); the blocking API needs none.
         ``record_faults=False`` raises ``ProjectionFailed`` instead (a rebuild must not swap in a gap).
         ``skipped``: positions per projector that are passed over (events an operator skipped)."""
-        self._log = log_
+        self._log = log
         self._store = store
         self._projectors = list(projectors)
         self._names = [p.name for p in self._projectors]

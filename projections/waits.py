@@ -14,9 +14,39 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
 
 from chainloom.infra.follower import Behind
 from chainloom.infra.readstore import Fault
+
+
+class ReadModels(Protocol):
+    """The read models as the web layer sees them: waited on after writes, asked about their faults.
+
+    Kept by this process (``ProjectionRunner``) or by projector workers elsewhere, whose tracked
+    positions this process watches (``TrackedProjections``).
+    """
+
+    @property
+    def position(self) -> int:
+        """The position every projector that is not faulted has reached."""
+
+    @property
+    def faults(self) -> dict[str, Fault]:
+        """The faults as last read."""
+
+    async def read_faults(self) -> dict[str, Fault]:
+        """The faults as the store has them now."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def poke(self) -> None:
+        """Something was appended: look now rather than at the next poll."""
+
+    async def wait_for(self, position: int | None, timeout: float, needs: Sequence[str] | None = None) -> None:
+        """Return once the ``needs`` projectors (all when None) have reached ``position``."""
 
 
 class ReadModelsBehind(Behind):

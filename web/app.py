@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, ExitStack
 
 from aiohttp import web
 
@@ -13,16 +14,16 @@ from chainloom.commands.catalog import CatalogCommands, DefaultModel
 from chainloom.commands.eventsource import EventSourceCommands
 from chainloom.domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
 from chainloom.infra.blocking import BlockingPool
-from chainloom.infra.envelope import EnvelopeMapper
+from chainloom.infra.bootstrap import open_resources
 from chainloom.infra.eventlog import EventLog
 from chainloom.infra.kafka_relay import RelayService, open_relay
-from chainloom.infra.readstore import open_read_store
-from chainloom.infra.secrets import open_secret_box
+from chainloom.infra.readstore import ReadStore
 from chainloom.infra.settings import Settings
 from chainloom.projections.live import LiveLog
 from chainloom.projections.registry import all_projectors
 from chainloom.projections.runner import ProjectionFaulted, ProjectionRunner
 from chainloom.projections.tracked import TrackedProjections
+from chainloom.projections.waits import ReadModels
 from chainloom.queries.cache import ReadCache
 from chainloom.queries.catalog import CatalogMemberships, CatalogQueries
 from chainloom.queries.eventsource import EventIndex, EventSourceQueries
@@ -73,66 +74,79 @@ def default_models(settings: Settings) -> dict[str, DefaultModel]:
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
-    """Open the log and read store, follow the log, seed defaults; close all in reverse order."""
+    """Open the log, the read store and the secrets, follow the log, seed defaults.
+
+    Every resource's cleanup is registered as it is opened, so a start-up that
+    fails half-way closes what it had opened; at shutdown all close in reverse
+    order, no store call in flight when the stores close.
+    """
     settings = app[SETTINGS]
-    if not settings.uses_postgres:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    pool = BlockingPool(settings.db_threads)
-    # Decisions run one at a time in this process: the log serialises appends
-    # anyway, and deciding in turn spares concurrent writers of one aggregate
-    # from losing optimistic-concurrency races (other processes still may; the
-    # command runner then decides again).
-    writer = BlockingPool(1, name="writer")
-    log = await pool.run(EventLog, settings.event_store_env(), EnvelopeMapper(max_event_bytes=settings.max_event_bytes))
-    store, store_factory = await pool.run(open_read_store, settings.read_store_env())
-    runner = _projections(settings, log, store, pool)
-    hub = app[EVENT_HUB]
-    live: LiveLog | None = None
-    if isinstance(runner, ProjectionRunner):
-        runner.add_listener(hub.publish)  # live streams get each batch the runner applies
-    else:  # the read models are kept elsewhere: follow the log for the live streams only
-        live = LiveLog(log, pool.run, hub.publish, hub.subscriber_count)
-    # Webhook secrets are sealed with the configured key, or (embedded) a key file beside the SQLite files.
-    key_file = None if settings.uses_postgres else settings.data_dir / "secrets.key"
-    secrets = await pool.run(open_secret_box, settings.secrets_key, key_file)
-    # With Kafka configured (and no separate `chainloom relay`), this process relays the log too.
-    relay: RelayService | None = None
-    if settings.kafka_enabled and settings.kafka_relay_in_serve:
-        relay = open_relay(settings, log)
+    async with AsyncExitStack() as stack:
+        pool = BlockingPool(settings.db_threads)
+        stack.push_async_callback(asyncio.to_thread, pool.close)
+        # Decisions run one at a time in this process: the log serialises appends
+        # anyway, and deciding in turn spares concurrent writers of one aggregate
+        # from losing optimistic-concurrency races (other processes still may; the
+        # command runner then decides again).
+        writer = BlockingPool(1, name="writer")
+        stack.push_async_callback(asyncio.to_thread, writer.close)
+        opened = ExitStack()
+        stack.push_async_callback(asyncio.to_thread, opened.close)
+        resources = await pool.run(opened.enter_context, open_resources(settings, secrets=True))
+        log, store = resources.log, resources.store
 
-    def wait_on(*needs: str) -> Callable[[int | None], Awaitable[None]]:
-        """Read-your-writes on the read models a command service answers from (only those can fail it)."""
+        runner = _read_models(settings, log, store, pool)
+        hub = app[EVENT_HUB]
+        live: LiveLog | None = None
+        if isinstance(runner, ProjectionRunner):
+            runner.add_listener(hub.publish)  # live streams get each batch the runner applies
+        else:  # the read models are kept elsewhere: follow the log for the live streams only
+            live = LiveLog(log, pool.run, hub.publish, hub.subscriber_count)
+        # With Kafka configured (and no separate `chainloom relay`), this process relays the log too.
+        relay: RelayService | None = None
+        if settings.kafka_enabled and settings.kafka_relay_in_serve:
+            relay = open_relay(settings, log)
 
-        async def wait_for(position: int | None) -> None:
-            if relay is not None:
-                relay.poke()
-            if live is not None:
-                live.poke()
-            await runner.wait_for(position, settings.projection_timeout, needs=needs)
+        def wait_on(*needs: str) -> Callable[[int | None], Awaitable[None]]:
+            """Read-your-writes on the read models a command service answers from (only those can fail it)."""
 
-        return wait_for
+            async def wait_for(position: int | None) -> None:
+                if relay is not None:
+                    relay.poke()
+                if live is not None:
+                    live.poke()
+                await runner.wait_for(position, settings.projection_timeout, needs=needs)
 
-    wait_for_catalog = wait_on("catalog")
-    wait_for_eventsource = wait_on("eventsource")
+            return wait_for
 
-    try:
         await runner.start()
-        if relay is not None:
-            relay.start()
+        stack.push_async_callback(runner.stop)
         if live is not None:
             live.start()
+            stack.push_async_callback(live.stop)
+        if relay is not None:
+            relay.start()
+            stack.push_async_callback(relay.stop)
         # Live streams begin at the log's head: a client resuming from an earlier position is caught
         # up from the event index (which it waits for), so the events already in the log are not missed.
         hub.publish([], await pool.run(log.head))
-        catalog_runner = CommandRunner(log, writer.run, wait_for_catalog)
-        eventsource_runner = CommandRunner(log, writer.run, wait_for_eventsource)
+
+        wait_for_catalog = wait_on("catalog")
+        wait_for_eventsource = wait_on("eventsource")
         app[PROJECTIONS] = runner
-        app[CATALOG_COMMANDS] = CatalogCommands(catalog_runner, CatalogMemberships(store), settings.embed_model)
+        app[CATALOG_COMMANDS] = CatalogCommands(
+            CommandRunner(log, writer.run, wait_for_catalog), CatalogMemberships(store), settings.embed_model
+        )
         # Remember query results while the read models stand still (only where this process moves them).
         cache = ReadCache((lambda: runner.version) if isinstance(runner, ProjectionRunner) else None)
         app[CATALOG_QUERIES] = CatalogQueries(store, pool.run, cache)
         app[EVENTSOURCE_COMMANDS] = EventSourceCommands(
-            eventsource_runner, log, pool.run, wait_for_eventsource, EventIndex(store), secrets
+            CommandRunner(log, writer.run, wait_for_eventsource),
+            log,
+            pool.run,
+            wait_for_eventsource,
+            EventIndex(store),
+            resources.secrets,
         )
         app[EVENTSOURCE_QUERIES] = EventSourceQueries(store, pool.run)
         try:
@@ -140,20 +154,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         except ProjectionFaulted as error:  # the seeds are stored; serve (degraded) until an operator acts
             logger.warning("start-up seeding is stored but not yet shown: %s", error)
         yield
-    finally:
-        # Reverse order; no store call may be in flight when the stores close.
-        if relay is not None:
-            await relay.stop()
-        if live is not None:
-            await live.stop()
-        await runner.stop()
-        await asyncio.to_thread(writer.close)
-        await asyncio.to_thread(pool.close)
-        await asyncio.to_thread(log.close)
-        await asyncio.to_thread(store_factory.close)
 
 
-def _projections(settings: Settings, log: EventLog, store, pool: BlockingPool) -> ProjectionRunner | TrackedProjections:
+def _read_models(settings: Settings, log: EventLog, store: ReadStore, pool: BlockingPool) -> ReadModels:
     """Embedded: this process follows the log. Kafka: projector workers do; this process watches their positions."""
     if settings.projections == "kafka":
         return TrackedProjections(store, all_projectors(), pool.run)

@@ -7,7 +7,7 @@ from aiohttp import web
 from chainloom.commands.catalog import CatalogCommands
 from chainloom.commands.eventsource import EventSourceCommands
 from chainloom.infra.settings import Settings
-from chainloom.projections.runner import ProjectionRunner
+from chainloom.projections.waits import ReadModels
 from chainloom.queries.catalog import CatalogQueries
 from chainloom.queries.eventsource import EventSourceQueries
 from chainloom.web.sse import EventHub
@@ -15,7 +15,7 @@ from chainloom.web.sse import EventHub
 SETTINGS = web.AppKey("settings", Settings)
 CATALOG_COMMANDS = web.AppKey("catalog_commands", CatalogCommands)
 CATALOG_QUERIES = web.AppKey("catalog_queries", CatalogQueries)
-PROJECTIONS = web.AppKey("projections", ProjectionRunner)
+PROJECTIONS = web.AppKey("projections", ReadModels)  # kept here, or by workers elsewhere
 EVENTSOURCE_COMMANDS = web.AppKey("eventsource_commands", EventSourceCommands)
 EVENTSOURCE_QUERIES = web.AppKey("eventsource_queries", EventSourceQueries)
 EVENT_HUB = web.AppKey("event_hub", EventHub)
