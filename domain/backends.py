@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from eventsourcing.domain import event
 
 from chainloom.domain.base import Aggregate
 from chainloom.domain.errors import NotFound, Unprocessable
 
-BACKEND_TYPES = ("ollama", "vllm")
+BackendType = Literal["ollama", "vllm"]
+BACKEND_TYPES: tuple[str, ...] = get_args(BackendType)
 
 
 def validate_backend(name: str, base_url: str, backend_type: str) -> None:
@@ -22,12 +25,25 @@ def validate_backend(name: str, base_url: str, backend_type: str) -> None:
 class Backend(Aggregate):
     aggregate_type = "backend"
 
+    class Created(Aggregate.Created):
+        name: str
+        base_url: str
+        type: str
+
+    class Updated(Aggregate.Event):
+        name: str
+        base_url: str
+        type: str
+
+    class Deleted(Aggregate.Event):
+        pass
+
     @classmethod
     def create(cls, backend_id: str, name: str, base_url: str, type: str) -> Backend:
         validate_backend(name, base_url, type)
         return cls._create(cls.Created, id=cls.stream_id(backend_id), name=name, base_url=base_url, type=type)
 
-    @event("Created")
+    @event(Created)
     def __init__(self, name: str, base_url: str, type: str) -> None:
         self.name = name
         self.base_url = base_url
@@ -47,12 +63,12 @@ class Backend(Aggregate):
         self.ensure_exists()
         self._delete()
 
-    @event("Updated")
+    @event(Updated)
     def _update(self, name: str, base_url: str, type: str) -> None:
         self.name = name
         self.base_url = base_url
         self.type = type
 
-    @event("Deleted")
+    @event(Deleted)
     def _delete(self) -> None:
         self.deleted = True

@@ -43,11 +43,38 @@ IMMUTABLE_GROUP_IDS = frozenset({EMBED_GROUP_ID})
 class AffinityGroup(Aggregate):
     aggregate_type = "group"
 
+    class Created(Aggregate.Created):
+        name: str
+        purpose_type: str
+
+    class Recreated(Aggregate.Event):
+        name: str
+        purpose_type: str
+
+    class Updated(Aggregate.Event):
+        name: str
+        purpose_type: str
+
+    class Deleted(Aggregate.Event):
+        pass
+
+    class BackendAssigned(Aggregate.Event):
+        backend_id: str
+
+    class BackendRemoved(Aggregate.Event):
+        backend_id: str
+
+    class ModelAssigned(Aggregate.Event):
+        model_id: str
+
+    class ModelRemoved(Aggregate.Event):
+        model_id: str
+
     @classmethod
     def create(cls, group_id: str, name: str, purpose_type: str) -> AffinityGroup:
         return cls._create(cls.Created, id=cls.stream_id(group_id), name=name, purpose_type=purpose_type)
 
-    @event("Created")
+    @event(Created)
     def __init__(self, name: str, purpose_type: str) -> None:
         self._reset(name, purpose_type)
 
@@ -111,32 +138,32 @@ class AffinityGroup(Aggregate):
             raise NotFound("libdb: not found")
         self._remove_model(model_id=model_id)
 
-    @event("Recreated")
+    @event(Recreated)
     def _recreate(self, name: str, purpose_type: str) -> None:
         self._reset(name, purpose_type)
 
-    @event("Updated")
+    @event(Updated)
     def _update(self, name: str, purpose_type: str) -> None:
         self.name = name
         self.purpose_type = purpose_type
 
-    @event("Deleted")
+    @event(Deleted)
     def _delete(self) -> None:
         self.deleted = True
 
-    @event("BackendAssigned")
+    @event(BackendAssigned)
     def _assign_backend(self, backend_id: str) -> None:
         self.backend_ids.add(backend_id)
 
-    @event("BackendRemoved")
+    @event(BackendRemoved)
     def _remove_backend(self, backend_id: str) -> None:
         self.backend_ids.discard(backend_id)
 
-    @event("ModelAssigned")
+    @event(ModelAssigned)
     def _assign_model(self, model_id: str) -> None:
         self.model_ids.add(model_id)
 
-    @event("ModelRemoved")
+    @event(ModelRemoved)
     def _remove_model(self, model_id: str) -> None:
         self.model_ids.discard(model_id)
 

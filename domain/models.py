@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from eventsourcing.domain import event
 
@@ -43,12 +44,39 @@ class ModelSpec:
 class Model(Aggregate):
     aggregate_type = "model"
 
+    class Declared(Aggregate.Created):
+        model: str
+        context_length: int
+        can_chat: bool
+        can_embed: bool
+        can_prompt: bool
+        can_stream: bool
+
+    class Redeclared(Aggregate.Event):
+        model: str
+        context_length: int
+        can_chat: bool
+        can_embed: bool
+        can_prompt: bool
+        can_stream: bool
+
+    class Updated(Aggregate.Event):
+        model: str
+        context_length: int
+        can_chat: bool
+        can_embed: bool
+        can_prompt: bool
+        can_stream: bool
+
+    class Deleted(Aggregate.Event):
+        pass
+
     @classmethod
     def declare(cls, model_id: str, spec: ModelSpec) -> Model:
         spec.validate()
         return cls._create(cls.Declared, id=cls.stream_id(model_id), **_fields(spec))
 
-    @event("Declared")
+    @event(Declared)
     def __init__(
         self,
         model: str,
@@ -99,20 +127,26 @@ class Model(Aggregate):
         self.ensure_exists()
         self._delete()
 
-    @event("Redeclared")
-    def _redeclare(self, model, context_length, can_chat, can_embed, can_prompt, can_stream) -> None:
+    @event(Redeclared)
+    def _redeclare(
+        self, model: str, context_length: int, can_chat: bool, can_embed: bool, can_prompt: bool, can_stream: bool
+    ) -> None:
         self._set(model, context_length, can_chat, can_embed, can_prompt, can_stream)
         self.deleted = False
 
-    @event("Updated")
-    def _update(self, model, context_length, can_chat, can_embed, can_prompt, can_stream) -> None:
+    @event(Updated)
+    def _update(
+        self, model: str, context_length: int, can_chat: bool, can_embed: bool, can_prompt: bool, can_stream: bool
+    ) -> None:
         self._set(model, context_length, can_chat, can_embed, can_prompt, can_stream)
 
-    @event("Deleted")
+    @event(Deleted)
     def _delete(self) -> None:
         self.deleted = True
 
-    def _set(self, model, context_length, can_chat, can_embed, can_prompt, can_stream) -> None:
+    def _set(
+        self, model: str, context_length: int, can_chat: bool, can_embed: bool, can_prompt: bool, can_stream: bool
+    ) -> None:
         self.model = model
         self.context_length = context_length
         self.can_chat = can_chat
@@ -121,5 +155,5 @@ class Model(Aggregate):
         self.can_stream = can_stream
 
 
-def _fields(spec: ModelSpec) -> dict:
+def _fields(spec: ModelSpec) -> dict[str, Any]:
     return dict(spec.__dict__)

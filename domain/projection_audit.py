@@ -17,6 +17,13 @@ from chainloom.domain.base import Aggregate
 class SkippedProjectionEvent(Aggregate):
     aggregate_type = "projection"
 
+    class EventSkipped(Aggregate.Created):
+        projection: str
+        skipped_nid: int
+        event_id: str
+        event_type: str
+        error: str
+
     @staticmethod
     def key_for(projection: str, skipped_nid: int) -> str:
         return f"{projection}@{skipped_nid}"
@@ -35,7 +42,7 @@ class SkippedProjectionEvent(Aggregate):
             error=error,
         )
 
-    @event("EventSkipped")
+    @event(EventSkipped)
     def __init__(self, projection: str, skipped_nid: int, event_id: str, event_type: str, error: str) -> None:
         self.projection = projection
         self.skipped_nid = skipped_nid

@@ -19,11 +19,22 @@ class UniqueValue(Aggregate):
     # audit, but the public event API does not list them.
     aggregate_type = "unique_value"
 
+    class Claimed(Aggregate.Created):
+        scope: str
+        value: str
+        owner: str
+
+    class Reclaimed(Aggregate.Event):
+        owner: str
+
+    class Released(Aggregate.Event):
+        pass
+
     @staticmethod
     def key_for(scope: str, value: str) -> str:
         return f"{scope}={value}"
 
-    @event("Claimed")
+    @event(Claimed)
     def __init__(self, scope: str, value: str, owner: str) -> None:
         self.scope = scope
         self.value = value
@@ -46,11 +57,11 @@ class UniqueValue(Aggregate):
         if self.owner == owner:
             self._release()
 
-    @event("Reclaimed")
+    @event(Reclaimed)
     def _reclaim(self, owner: str) -> None:
         self.owner = owner
 
-    @event("Released")
+    @event(Released)
     def _release(self) -> None:
         self.owner = ""
 

@@ -20,7 +20,7 @@ from eventsourcing.persistence import JSONTranscoder, Mapper, Notification, Stor
 from eventsourcing.utils import get_topic, register_topic, resolve_topic
 
 import chainloom.domain
-from chainloom.domain.base import split_stream_id
+from chainloom.domain.base import event_type_name, split_stream_id
 from chainloom.domain.errors import TooLarge, Unprocessable
 from chainloom.domain.eventsource.events import INTERNAL_EVENT_SOURCE, ExternalEvent
 from chainloom.domain.storable import check_storable, printable, text_problem
@@ -56,16 +56,6 @@ def _camel_cached(name: str) -> str:
 @lru_cache(maxsize=None)
 def _snake_cached(name: str) -> str:
     return _snake(name)
-
-
-@lru_cache(maxsize=None)
-def _topic(cls: type) -> str:
-    return get_topic(cls)
-
-
-def event_type_name(aggregate_type: str, event_class: type) -> str:
-    """``backend`` + ``Backend.Created`` → ``backend.created``; ``BackendAssigned`` → ``backend_assigned``."""
-    return f"{aggregate_type}.{_snake_cached(event_class.__name__)}"
 
 
 class EnvelopeMapper(Mapper[str]):
@@ -123,7 +113,7 @@ class EnvelopeMapper(Mapper[str]):
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
-            topic=_topic(type(domain_event)),
+            topic=get_topic(type(domain_event)),  # the library caches topics by class
             state=self._state(envelope, domain_event.originator_id, True, size_limited),
         )
 
@@ -137,7 +127,7 @@ class EnvelopeMapper(Mapper[str]):
         return StoredEvent(
             originator_id=event.stream_id,
             originator_version=1,
-            topic=_topic(ExternalEvent),
+            topic=get_topic(ExternalEvent),
             state=self._state(envelope, event.stream_id, False, True),
         )
 

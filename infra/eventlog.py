@@ -47,7 +47,7 @@ class EventLog:
     def get(self, aggregate_class: type[A], key: str) -> A | None:
         """The aggregate as its events tell it, or None if it never existed."""
         try:
-            aggregate = self._repository.get(aggregate_class.stream_id(key))
+            aggregate: Aggregate = self._repository.get(aggregate_class.stream_id(key))
         except AggregateNotFoundError:
             return None
         assert isinstance(aggregate, aggregate_class), aggregate

@@ -18,30 +18,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 logger = logging.getLogger(__name__)
 
 RunBlocking = Callable[..., Awaitable[Any]]
-# A step processes the next batch; returns (position reached, whether more may follow, *anything else).
-Step = Callable[[], tuple[Any, ...]]
+# A step processes the next batch and reports: (position reached, whether more may follow, *anything else).
+R = TypeVar("R", bound=tuple[Any, ...])
 
 
 class Behind(Exception):
     """A follower did not reach a position within the allowed time."""
 
 
-class Follower:
+class Follower(Generic[R]):
     def __init__(
         self,
-        step: Step,
+        step: Callable[[], R],
         run_blocking: RunBlocking,
         *,
         name: str,
         idle_poll: float | None,
         behind: type[Behind] = Behind,
         what: str = "followers",
-        on_step: Callable[[tuple[Any, ...]], None] | None = None,
+        on_step: Callable[[R], None] | None = None,
     ) -> None:
         """``idle_poll=None``: step only when poked or while someone waits (nothing to notice otherwise).
         ``on_step(result)`` is called on the event loop with each step's result, once waits are released."""

@@ -54,7 +54,8 @@ class GroupCommit:
     def _commit_queued(self) -> None:
         while True:
             with self._lock:
-                batch, size = [], 0
+                batch: list[_Request] = []
+                size = 0
                 while self._queue and (not batch or size + len(self._queue[0].events) <= self._max_events):
                     batch.append(self._queue.pop(0))
                     size += len(batch[-1].events)

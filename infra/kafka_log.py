@@ -74,7 +74,7 @@ _SECRET_NAME = re.compile(r"(secret|password|passwd|api_?key|token|private_?key|
 _SEALED = re.compile(r"^v\d+:[A-Za-z0-9+/]+={0,2}$")
 # Parts of chainloom's own events that hold what came from outside as it came (a webhook's
 # payload and headers, kept for /replay): published as accepted, like external events.
-_VERBATIM = {RAW_EVENT_RECEIVED: ("data.payload", "data.headers")}
+_VERBATIM: dict[str, tuple[str, ...]] = {RAW_EVENT_RECEIVED: ("data.payload", "data.headers")}
 
 
 class SecretInClear(Exception):
@@ -90,7 +90,7 @@ def check_no_clear_secrets(envelope: Envelope) -> None:
     """
     if envelope.get("event_source") != INTERNAL_EVENT_SOURCE:
         return
-    verbatim = _VERBATIM.get(envelope.get("event_type"), ())
+    verbatim = _VERBATIM.get(envelope.get("event_type", ""), ())
     for path, value in _strings(envelope.get("data"), "data"):
         if any(path == part or path.startswith(part + ".") for part in verbatim):
             continue

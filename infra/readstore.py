@@ -231,10 +231,10 @@ class PostgresReadStore(ReadStoreMixin, PostgresTrackingRecorder):
 ReadStore = SQLiteReadStore | PostgresReadStore
 
 
-def open_read_store(env: Mapping[str, str]) -> tuple[ReadStore, InfrastructureFactory]:
+def open_read_store(env: Mapping[str, str]) -> tuple[ReadStore, InfrastructureFactory[ReadStore]]:
     """The read store for a factory environment (same keys as the log's), and its factory to close."""
     with schema_lock(env):
-        factory = InfrastructureFactory.construct(Environment(env=dict(env)))
-        store_class = PostgresReadStore if uses_postgres(env) else SQLiteReadStore
-        store = factory.tracking_recorder(store_class)  # type: ignore[arg-type]
+        factory = InfrastructureFactory[ReadStore].construct(Environment(env=dict(env)))
+        store_class: type[ReadStore] = PostgresReadStore if uses_postgres(env) else SQLiteReadStore
+        store = factory.tracking_recorder(store_class)
     return store, factory

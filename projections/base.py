@@ -11,6 +11,10 @@ swaps it in only once it is complete (projections/rebuild.py).
 Handlers get only chainloom's own events (``event_source`` ``chainloom``,
 which no external producer may claim): an event a client appends through
 ``POST /events`` or ``/ingest`` never reaches them, whatever its type.
+
+Handlers are keyed by the aggregates' event classes (``@on(Backend.Created)``),
+not by type strings: a renamed or removed event class breaks the projector at
+import instead of leaving its handler silently unused.
 """
 
 from __future__ import annotations
@@ -19,18 +23,23 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from chainloom.domain.base import DomainEvent, public_event_type
 from chainloom.infra.envelope import INTERNAL_EVENT_SOURCE
 from chainloom.infra.readstore import ReadStore, SqlCursor
 
 Event = dict[str, Any]
-Handler = Callable[[Any, SqlCursor, Event], None]
+Handler = Callable[[Any, "TemplatedCursor", Event], None]
 
 
-def on(*event_types: str) -> Callable[[Handler], Handler]:
-    """Mark a projector method as the handler of the given event types."""
+def on(*event_classes: type[DomainEvent]) -> Callable[[Handler], Handler]:
+    """Mark a projector method as the handler of the given events (``@on(Backend.Created)``).
+
+    Raises ``LookupError`` at import for a class no aggregate declares.
+    """
+    event_types = tuple(public_event_type(event_class) for event_class in event_classes)
 
     def mark(handler: Handler) -> Handler:
-        handler.__handles__ = event_types  # type: ignore[attr-defined]
+        setattr(handler, "__handles__", event_types)
         return handler
 
     return mark

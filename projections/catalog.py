@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from chainloom.infra.readstore import SqlCursor
+from typing import Any
+
+from chainloom.domain.backends import Backend
+from chainloom.domain.groups import AffinityGroup
+from chainloom.domain.models import Model
 from chainloom.infra.timefmt import parse_ns
-from chainloom.projections.base import Event, Projector, on
+from chainloom.projections.base import Event, Projector, TemplatedCursor, on
 
 
 def _at(event: Event) -> int:
     return parse_ns(event["created_at"])
 
 
-def _model_fields(data: dict) -> tuple:
+def _model_fields(data: dict[str, Any]) -> tuple[Any, ...]:
     """A declaration's fields in the column order (model, context_length, can_chat … can_stream)."""
     return (
         data["model"],
@@ -53,29 +57,29 @@ class CatalogProjector(Projector):
         "CREATE INDEX IF NOT EXISTS {group_models_model} ON {group_models} (model_id)",
     )
 
-    @on("backend.created")
-    def backend_created(self, cursor: SqlCursor, event: Event) -> None:
+    @on(Backend.Created)
+    def backend_created(self, cursor: TemplatedCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
             "INSERT INTO {backends} (id, name, base_url, type, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
             (event["aggregate_id"], data["name"], data["baseUrl"], data["type"], _at(event), _at(event)),
         )
 
-    @on("backend.updated")
-    def backend_updated(self, cursor: SqlCursor, event: Event) -> None:
+    @on(Backend.Updated)
+    def backend_updated(self, cursor: TemplatedCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
             "UPDATE {backends} SET name = ?, base_url = ?, type = ?, updated_at = ? WHERE id = ?",
             (data["name"], data["baseUrl"], data["type"], _at(event), event["aggregate_id"]),
         )
 
-    @on("backend.deleted")
-    def backend_deleted(self, cursor: SqlCursor, event: Event) -> None:
+    @on(Backend.Deleted)
+    def backend_deleted(self, cursor: TemplatedCursor, event: Event) -> None:
         cursor.execute("DELETE FROM {backends} WHERE id = ?", (event["aggregate_id"],))
         cursor.execute("DELETE FROM {group_backends} WHERE backend_id = ?", (event["aggregate_id"],))
 
-    @on("model.declared", "model.redeclared")
-    def model_declared(self, cursor: SqlCursor, event: Event) -> None:
+    @on(Model.Declared, Model.Redeclared)
+    def model_declared(self, cursor: TemplatedCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
             "INSERT INTO {models} (model, context_length, can_chat, can_embed, can_prompt, can_stream,"
@@ -83,8 +87,8 @@ class CatalogProjector(Projector):
             (*_model_fields(data), event["aggregate_id"], _at(event), _at(event)),
         )
 
-    @on("model.updated")
-    def model_updated(self, cursor: SqlCursor, event: Event) -> None:
+    @on(Model.Updated)
+    def model_updated(self, cursor: TemplatedCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
             "UPDATE {models} SET model = ?, context_length = ?, can_chat = ?, can_embed = ?, can_prompt = ?,"
@@ -92,57 +96,57 @@ class CatalogProjector(Projector):
             (*_model_fields(data), _at(event), event["aggregate_id"]),
         )
 
-    @on("model.deleted")
-    def model_deleted(self, cursor: SqlCursor, event: Event) -> None:
+    @on(Model.Deleted)
+    def model_deleted(self, cursor: TemplatedCursor, event: Event) -> None:
         cursor.execute("DELETE FROM {models} WHERE id = ?", (event["aggregate_id"],))
         cursor.execute("DELETE FROM {group_models} WHERE model_id = ?", (event["aggregate_id"],))
 
-    @on("group.created", "group.recreated")
-    def group_created(self, cursor: SqlCursor, event: Event) -> None:
+    @on(AffinityGroup.Created, AffinityGroup.Recreated)
+    def group_created(self, cursor: TemplatedCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
             "INSERT INTO {affinity_groups} (id, name, purpose_type, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
             (event["aggregate_id"], data["name"], data["purposeType"], _at(event), _at(event)),
         )
 
-    @on("group.updated")
-    def group_updated(self, cursor: SqlCursor, event: Event) -> None:
+    @on(AffinityGroup.Updated)
+    def group_updated(self, cursor: TemplatedCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
             "UPDATE {affinity_groups} SET name = ?, purpose_type = ?, updated_at = ? WHERE id = ?",
             (data["name"], data["purposeType"], _at(event), event["aggregate_id"]),
         )
 
-    @on("group.deleted")
-    def group_deleted(self, cursor: SqlCursor, event: Event) -> None:
+    @on(AffinityGroup.Deleted)
+    def group_deleted(self, cursor: TemplatedCursor, event: Event) -> None:
         group_id = event["aggregate_id"]
         cursor.execute("DELETE FROM {affinity_groups} WHERE id = ?", (group_id,))
         cursor.execute("DELETE FROM {group_backends} WHERE group_id = ?", (group_id,))
         cursor.execute("DELETE FROM {group_models} WHERE group_id = ?", (group_id,))
 
-    @on("group.backend_assigned")
-    def backend_assigned(self, cursor: SqlCursor, event: Event) -> None:
+    @on(AffinityGroup.BackendAssigned)
+    def backend_assigned(self, cursor: TemplatedCursor, event: Event) -> None:
         cursor.execute(
             "INSERT INTO {group_backends} (group_id, backend_id, assigned_at) VALUES (?, ?, ?)",
             (event["aggregate_id"], event["data"]["backendId"], _at(event)),
         )
 
-    @on("group.backend_removed")
-    def backend_removed(self, cursor: SqlCursor, event: Event) -> None:
+    @on(AffinityGroup.BackendRemoved)
+    def backend_removed(self, cursor: TemplatedCursor, event: Event) -> None:
         cursor.execute(
             "DELETE FROM {group_backends} WHERE group_id = ? AND backend_id = ?",
             (event["aggregate_id"], event["data"]["backendId"]),
         )
 
-    @on("group.model_assigned")
-    def model_assigned(self, cursor: SqlCursor, event: Event) -> None:
+    @on(AffinityGroup.ModelAssigned)
+    def model_assigned(self, cursor: TemplatedCursor, event: Event) -> None:
         cursor.execute(
             "INSERT INTO {group_models} (group_id, model_id, assigned_at) VALUES (?, ?, ?)",
             (event["aggregate_id"], event["data"]["modelId"], _at(event)),
         )
 
-    @on("group.model_removed")
-    def model_removed(self, cursor: SqlCursor, event: Event) -> None:
+    @on(AffinityGroup.ModelRemoved)
+    def model_removed(self, cursor: TemplatedCursor, event: Event) -> None:
         cursor.execute(
             "DELETE FROM {group_models} WHERE group_id = ? AND model_id = ?",
             (event["aggregate_id"], event["data"]["modelId"]),

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chainloom.domain.eventsource.events import EVENTS_DELETED, INTERNAL_EVENT_SOURCE, RAW_EVENT_RECEIVED
+from chainloom.domain.eventsource.events import INTERNAL_EVENT_SOURCE, RAW_EVENT_RECEIVED, EventDeletion, RawEvent
+from chainloom.domain.eventsource.mappings import EventMapping
 from chainloom.domain.uniqueness import BOOKKEEPING_AGGREGATE_TYPES
 from chainloom.infra.readstore import SqlCursor
 from chainloom.infra.timefmt import parse_ns
-from chainloom.projections.base import Event, Projector, on
+from chainloom.projections.base import Event, Projector, TemplatedCursor, on
 
 
 def mapping_json(state: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +65,7 @@ class EventSourceProjector(Projector):
         "CREATE TABLE IF NOT EXISTS {event_mappings} (path TEXT PRIMARY KEY, config TEXT NOT NULL)",
     )
 
-    def apply(self, cursor: SqlCursor, event: Event) -> None:
+    def apply(self, cursor: SqlCursor | TemplatedCursor, event: Event) -> None:
         cursor = self.templated(cursor)
         if event["aggregate_type"] in BOOKKEEPING_AGGREGATE_TYPES and event["event_source"] == INTERNAL_EVENT_SOURCE:
             return  # uniqueness claims: on the log and Kafka for audit, not in the public event API
@@ -85,8 +86,8 @@ class EventSourceProjector(Projector):
         )
         super().apply(cursor, event)
 
-    @on(RAW_EVENT_RECEIVED)
-    def raw_event_received(self, cursor: SqlCursor, event: Event) -> None:
+    @on(RawEvent.Received)
+    def raw_event_received(self, cursor: TemplatedCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(
             "INSERT INTO {raw_events} (nid, id, received_at, recorded_at, path, headers, payload)"
@@ -102,20 +103,20 @@ class EventSourceProjector(Projector):
             ),
         )
 
-    @on("mapping.created", "mapping.recreated", "mapping.updated")
-    def mapping_saved(self, cursor: SqlCursor, event: Event) -> None:
+    @on(EventMapping.Created, EventMapping.Recreated, EventMapping.Updated)
+    def mapping_saved(self, cursor: TemplatedCursor, event: Event) -> None:
         config = event["data"]["config"]
         cursor.execute("DELETE FROM {event_mappings} WHERE path = ?", (config["path"],))
         cursor.execute(
             "INSERT INTO {event_mappings} (path, config) VALUES (?, ?)", (config["path"], _dumps(mapping_json(config)))
         )
 
-    @on("mapping.deleted")
-    def mapping_deleted(self, cursor: SqlCursor, event: Event) -> None:
+    @on(EventMapping.Deleted)
+    def mapping_deleted(self, cursor: TemplatedCursor, event: Event) -> None:
         cursor.execute("DELETE FROM {event_mappings} WHERE path = ?", (event["aggregate_id"],))
 
-    @on(EVENTS_DELETED)
-    def events_deleted(self, cursor: SqlCursor, event: Event) -> None:
+    @on(EventDeletion.Recorded)
+    def events_deleted(self, cursor: TemplatedCursor, event: Event) -> None:
         """Forget what the deletion erased from the log: the same type, window and positions."""
         data = event["data"]
         window = (parse_ns(data["fromTime"]), parse_ns(data["toTime"]), data["upToNid"])

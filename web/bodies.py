@@ -20,6 +20,7 @@ from chainloom.domain.errors import Unprocessable
 from chainloom.domain.storable import check_storable
 from chainloom.web.errors import UnsupportedMediaType
 from chainloom.web.keys import SETTINGS
+from chainloom.web.openapi import request_body
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -101,7 +102,6 @@ def with_body(model: type[BaseModel]):
         async def parse_then_handle(request: web.Request) -> web.StreamResponse:
             return await handler(request, await read_body(request, model))
 
-        parse_then_handle.request_model = model  # type: ignore[attr-defined]
-        return parse_then_handle
+        return request_body(model)(parse_then_handle)
 
     return wrap

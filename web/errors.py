@@ -115,6 +115,6 @@ def _client_gone(request: web.Request) -> bool:
 def _http_message(error: web.HTTPException) -> str:
     if error.status == 404:
         return "serverops: not found"
-    if error.status == 405:
-        return f"method {error.method} not allowed; allowed: {', '.join(sorted(error.allowed_methods))}"  # type: ignore[attr-defined]
+    if isinstance(error, web.HTTPMethodNotAllowed):
+        return f"method {error.method} not allowed; allowed: {', '.join(sorted(error.allowed_methods))}"
     return error.text or error.reason

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict, JsonValue
 
 from chainloom.domain.errors import BadRequest, Unprocessable
 from chainloom.domain.eventsource.events import INTERNAL_EVENT_SOURCE, MAX_RAW_ID_LENGTH, MAX_VERSION
@@ -23,7 +24,7 @@ from chainloom.queries.eventsource import Window, parse_limit, parse_raw_limit, 
 from chainloom.web.bodies import JsonInt, json_response, read_body, read_limited, with_body
 from chainloom.web.keys import EVENT_HUB, EVENTSOURCE_COMMANDS, EVENTSOURCE_QUERIES, PROJECTIONS, SETTINGS
 from chainloom.web.middleware import REQUEST_ID, REQUEST_ID_HEADER, command_context
-from chainloom.web.openapi import fails, headers, path_values, query, responds
+from chainloom.web.openapi import fails, headers, path_values, query, request_body, responds
 from chainloom.web.schemas import (
     STORABLE_TIME_PATTERN,
     DeleteEventsQuery,
@@ -58,7 +59,7 @@ class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
 
 
-_NOT_INTERNAL = {"not": {"const": INTERNAL_EVENT_SOURCE}}
+_NOT_INTERNAL: JsonDict = {"not": {"const": INTERNAL_EVENT_SOURCE}}
 
 
 class EventBody(_Body):
@@ -88,10 +89,10 @@ class RawEventBody(_Body):
 
 
 # JSONPath is a grammar JSON Schema cannot state: a path that does not parse is a 422 (schemathesis.toml).
-_FIELD_PATH = {"description": "A JSONPath into the payload, without the leading `$.` (`data.user_id`, `items[0].id`)."}
-_MAPPING_REQUIRED = ["eventType", "eventSource", "aggregateType", "version"]
+_FIELD_PATH: JsonDict = {"description": "A JSONPath into the payload, without the leading `$.` (`data.user_id`, `items[0].id`)."}
+_MAPPING_REQUIRED: list[JsonValue] = ["eventType", "eventSource", "aggregateType", "version"]
 # A signature scheme needs its secret (on PUT, an omitted one keeps the secret set before).
-_SECRET_WITH_SCHEME = {
+_SECRET_WITH_SCHEME: JsonDict = {
     "if": {"properties": {"signatureScheme": {"minLength": 1}}, "required": ["signatureScheme"]},
     "then": {"required": ["signatureSecret"], "properties": {"signatureSecret": {"type": "string", "minLength": 1}}},
 }
@@ -383,6 +384,7 @@ async def get_raw_event(request: web.Request) -> web.Response:
 @routes.post("/ingest")
 @responds(201, IngestAnswer)
 @query(MappingPathQuery)
+@request_body(WebhookPayload)  # read as bytes, documented as what a webhook sends
 @fails(400, 401, 404, 409, 413)
 async def ingest(request: web.Request) -> web.Response:
     """Ingests a webhook: keeps the raw payload, then appends the event its mapping (``?path=``) makes of it.
@@ -399,9 +401,6 @@ async def ingest(request: web.Request) -> web.Response:
     body = await read_limited(request, request.app[SETTINGS].ingest_max_bytes)
     answer = await _commands(request).ingest(path, body, request.headers, command_context(request))
     return json_response(answer, 201)
-
-
-ingest.request_model = WebhookPayload  # type: ignore[attr-defined]  # read as bytes; documented in /openapi.json
 
 
 def _replay_time(request: web.Request, name: str) -> int:
@@ -465,6 +464,7 @@ async def get_mapping(request: web.Request) -> web.Response:
 @routes.put("/mapping")
 @responds(200, Mapping)
 @query(MappingPathQuery)
+@request_body(MappingUpdateBody)  # read after the path is checked (a missing path is a 400 first)
 @fails(400, 404)
 async def update_mapping(request: web.Request) -> web.Response:
     """Updates (replaces) a mapping; the path of the query wins over the body's.
@@ -475,9 +475,6 @@ async def update_mapping(request: web.Request) -> web.Response:
     body = await read_body(request, MappingUpdateBody)
     await _commands(request).update_mapping(body.config(path), body.signature_secret, command_context(request))
     return json_response(await _queries(request).mapping(path))
-
-
-update_mapping.request_model = MappingUpdateBody  # type: ignore[attr-defined]  # documented in /openapi.json
 
 
 @routes.delete("/mapping")

@@ -3,8 +3,8 @@
 The description of an operation lives on its handler, so it cannot drift from
 the code beside it:
 
-- the request body is the pydantic model ``web.bodies.with_body`` parses
-  (``handler.request_model``);
+- the request body is the pydantic model ``web.bodies.with_body`` parses, or
+  ``@request_body(Model)`` on a handler that reads its body itself;
 - ``@query(Model)`` / ``@headers(Model)`` / ``@path_values(Model)``: the query string,
   headers or path values it reads, one parameter per field of a pydantic model
   (``web.schemas``; path values are non-empty strings unless a model says more);
@@ -72,12 +72,14 @@ class OperationDoc:
     answers: dict[int, _Answer] = field(default_factory=dict)
     errors: set[int] = field(default_factory=set)
     parameters: list[tuple[str, type[BaseModel]]] = field(default_factory=list)
+    request_model: type[BaseModel] | None = None
 
 
 def operation_doc(handler: Callable) -> OperationDoc:
     doc = handler.__dict__.get("openapi")
     if doc is None:
-        doc = handler.openapi = OperationDoc()  # type: ignore[attr-defined]
+        doc = OperationDoc()
+        setattr(handler, "openapi", doc)
     return doc
 
 
@@ -96,6 +98,16 @@ def fails(*statuses: int):
 
     def document(handler):
         operation_doc(handler).errors.update(statuses)
+        return handler
+
+    return document
+
+
+def request_body(model: type[BaseModel]):
+    """Document the request body as ``model`` (``with_body`` does it for the bodies it parses)."""
+
+    def document(handler):
+        operation_doc(handler).request_model = model
         return handler
 
     return document
@@ -178,7 +190,7 @@ def _operation(method: str, template: str, handler: Callable, components: dict[s
         errors.add(422)
     if any(p["in"] == "path" for p in parameters):
         errors.add(404)
-    body_model = getattr(handler, "request_model", None)
+    body_model = doc.request_model
     if body_model is not None:
         operation["requestBody"] = {
             "required": True,

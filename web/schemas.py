@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chainloom.domain.backends import BACKEND_TYPES
+from chainloom.domain.backends import BackendType
 from chainloom.queries.pagination import MAX_LIMIT
 
 # -- answers -----------------------------------------------------------------------
@@ -44,7 +44,7 @@ class Backend(_Answer):
     id: str
     name: str
     base_url: str = Field(alias="baseUrl")
-    type: Literal[BACKEND_TYPES]  # type: ignore[valid-type]
+    type: BackendType
     created_at: datetime = Field(alias="createdAt")
     updated_at: datetime = Field(alias="updatedAt")
 

@@ -26,7 +26,7 @@ import json
 import logging
 from collections import deque
 from contextlib import aclosing
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -184,7 +184,9 @@ class Resume:
     page_size: int | None = None  # CATCH_UP_PAGE when None
 
 
-async def follow(subscription: Subscription, resume: Resume | None, interval: float) -> AsyncIterator[bytes]:
+async def follow(
+    subscription: Subscription, resume: Resume | None, interval: float
+) -> AsyncGenerator[bytes, None]:
     """The stream's body after its greeting: the missed events (``resume``), then live ones, each once,
     in log order. Yields ``b""`` after ``interval`` seconds without anything new (time to ping or to
     check the client is still there); ends when the subscription is closed or falls too far behind

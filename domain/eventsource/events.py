@@ -21,7 +21,7 @@ from typing import Any
 
 from eventsourcing.domain import event
 
-from chainloom.domain.base import Aggregate
+from chainloom.domain.base import Aggregate, public_event_type
 from chainloom.domain.errors import Unprocessable
 from chainloom.domain.storable import check_storable
 
@@ -113,6 +113,12 @@ class RawEvent(Aggregate):
 
     aggregate_type = "raw_event"
 
+    class Received(Aggregate.Created):
+        received_at: str
+        path: str
+        headers: dict[str, str]
+        payload: dict[str, Any]
+
     @classmethod
     def receive(
         cls, raw_id: str, received_at: str, path: str, headers: dict[str, str], payload: dict[str, Any]
@@ -129,7 +135,7 @@ class RawEvent(Aggregate):
             cls.Received, id=cls.stream_id(raw_id), received_at=received_at, path=path, headers=headers, payload=payload
         )
 
-    @event("Received")
+    @event(Received)
     def __init__(self, received_at: str, path: str, headers: dict[str, str], payload: dict[str, Any]) -> None:
         self.received_at = received_at
         self.path = path
@@ -137,8 +143,8 @@ class RawEvent(Aggregate):
         self.payload = payload
 
 
-# Public type of the receipt of a raw event (what RawEvent.Received is called in the log).
-RAW_EVENT_RECEIVED = "raw_event.received"
+# Public type of the receipt of a raw event (``raw_event.received``).
+RAW_EVENT_RECEIVED = public_event_type(RawEvent.Received)
 
 # Internal event types that may be erased (DELETE /events/type): they record
 # data that came from outside, not the state an aggregate is rebuilt from.
@@ -149,6 +155,13 @@ class EventDeletion(Aggregate):
     """The audit of a ``DELETE /events/type``: what was erased, never the erased data."""
 
     aggregate_type = "event_deletion"
+
+    class Recorded(Aggregate.Created):
+        event_type: str
+        from_time: str
+        to_time: str
+        up_to_nid: int
+        count: int
 
     @classmethod
     def record(
@@ -164,7 +177,7 @@ class EventDeletion(Aggregate):
             count=count,
         )
 
-    @event("Recorded")
+    @event(Recorded)
     def __init__(self, event_type: str, from_time: str, to_time: str, up_to_nid: int, count: int) -> None:
         self.event_type = event_type
         self.from_time = from_time
@@ -173,13 +186,20 @@ class EventDeletion(Aggregate):
         self.count = count
 
 
-EVENTS_DELETED = "event_deletion.recorded"
+EVENTS_DELETED = public_event_type(EventDeletion.Recorded)
 
 
 class WebhookDelivery(Aggregate):
     """A delivery to ``/ingest`` refused because its signature did not verify (the payload is not kept)."""
 
     aggregate_type = "webhook_delivery"
+
+    class Rejected(Aggregate.Created):
+        path: str
+        reason: str
+        received_at: str
+        body_bytes: int
+        body_sha256: str
 
     @classmethod
     def reject(
@@ -195,7 +215,7 @@ class WebhookDelivery(Aggregate):
             body_sha256=body_sha256,
         )
 
-    @event("Rejected")
+    @event(Rejected)
     def __init__(
         self, path: str, reason: str, received_at: str, body_bytes: int, body_sha256: str
     ) -> None:

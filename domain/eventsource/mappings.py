@@ -109,12 +109,25 @@ class MappingConfig:
 class EventMapping(Aggregate):
     aggregate_type = "mapping"
 
+    # Every event but Deleted carries the whole configuration (MappingConfig.to_state()).
+    class Created(Aggregate.Created):
+        config: dict[str, Any]
+
+    class Recreated(Aggregate.Event):
+        config: dict[str, Any]
+
+    class Updated(Aggregate.Event):
+        config: dict[str, Any]
+
+    class Deleted(Aggregate.Event):
+        pass
+
     @classmethod
     def create(cls, config: MappingConfig) -> EventMapping:
         config.validate()
         return cls._create(cls.Created, id=cls.stream_id(config.path), config=config.to_state())
 
-    @event("Created")
+    @event(Created)
     def __init__(self, config: dict[str, Any]) -> None:
         self.state = config
         self.deleted = False
@@ -143,16 +156,16 @@ class EventMapping(Aggregate):
         self.ensure_exists()
         self._delete()
 
-    @event("Recreated")
+    @event(Recreated)
     def _recreate(self, config: dict[str, Any]) -> None:
         self.state = config
         self.deleted = False
 
-    @event("Updated")
+    @event(Updated)
     def _update(self, config: dict[str, Any]) -> None:
         self.state = config
 
-    @event("Deleted")
+    @event(Deleted)
     def _delete(self) -> None:
         self.deleted = True
 

@@ -1,0 +1,158 @@
+"""Event classes: what projectors key their handlers by, and what stored events name.
+
+A projector handler keyed by an event no aggregate emits would never run, and
+an event class renamed or moved would leave the events already stored under its
+old topic unreadable. These tests hold both ends: every handler names an event
+an aggregate emits, the public types and topics stay what the log holds, and
+a log written before chainloom was one package still loads into these classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import shutil
+import sqlite3
+from collections import defaultdict
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from eventsourcing.domain import CanInitAggregate, CommandMethodDecorator, DecoratedFuncCaller
+from eventsourcing.persistence import StoredEvent
+
+import chainloom.domain
+from chainloom.domain.base import Aggregate, declared_events, public_event_type
+from chainloom.domain.eventsource.events import EVENTS_DELETED, RAW_EVENT_RECEIVED, ExternalEvent
+from chainloom.domain.groups import AffinityGroup
+from chainloom.infra.envelope import EnvelopeMapper
+from chainloom.projections.base import on
+from chainloom.projections.registry import all_projectors
+
+OLD_LOG = Path(__file__).resolve().parents[1] / "fixtures" / "log-before-one-package.sqlite"
+
+# Every event class the aggregates declare, by its public type, with the module that defines it.
+# Stored events name their class by topic (module:qualname) and carry the public type: changing
+# either leaves what is already in the log (and on Kafka) behind.
+EXPECTED_EVENTS = {
+    "backend.created": "chainloom.domain.backends:Backend.Created",
+    "backend.updated": "chainloom.domain.backends:Backend.Updated",
+    "backend.deleted": "chainloom.domain.backends:Backend.Deleted",
+    "group.created": "chainloom.domain.groups:AffinityGroup.Created",
+    "group.recreated": "chainloom.domain.groups:AffinityGroup.Recreated",
+    "group.updated": "chainloom.domain.groups:AffinityGroup.Updated",
+    "group.deleted": "chainloom.domain.groups:AffinityGroup.Deleted",
+    "group.backend_assigned": "chainloom.domain.groups:AffinityGroup.BackendAssigned",
+    "group.backend_removed": "chainloom.domain.groups:AffinityGroup.BackendRemoved",
+    "group.model_assigned": "chainloom.domain.groups:AffinityGroup.ModelAssigned",
+    "group.model_removed": "chainloom.domain.groups:AffinityGroup.ModelRemoved",
+    "model.declared": "chainloom.domain.models:Model.Declared",
+    "model.redeclared": "chainloom.domain.models:Model.Redeclared",
+    "model.updated": "chainloom.domain.models:Model.Updated",
+    "model.deleted": "chainloom.domain.models:Model.Deleted",
+    "unique_value.claimed": "chainloom.domain.uniqueness:UniqueValue.Claimed",
+    "unique_value.reclaimed": "chainloom.domain.uniqueness:UniqueValue.Reclaimed",
+    "unique_value.released": "chainloom.domain.uniqueness:UniqueValue.Released",
+    "projection.event_skipped": "chainloom.domain.projection_audit:SkippedProjectionEvent.EventSkipped",
+    "raw_event.received": "chainloom.domain.eventsource.events:RawEvent.Received",
+    "event_deletion.recorded": "chainloom.domain.eventsource.events:EventDeletion.Recorded",
+    "webhook_delivery.rejected": "chainloom.domain.eventsource.events:WebhookDelivery.Rejected",
+    "mapping.created": "chainloom.domain.eventsource.mappings:EventMapping.Created",
+    "mapping.recreated": "chainloom.domain.eventsource.mappings:EventMapping.Recreated",
+    "mapping.updated": "chainloom.domain.eventsource.mappings:EventMapping.Updated",
+    "mapping.deleted": "chainloom.domain.eventsource.mappings:EventMapping.Deleted",
+}
+
+
+def _every_declared_event() -> dict[str, type]:
+    """Public type → event class, for every aggregate of the domain (every module imported first)."""
+    for module in pkgutil.walk_packages(chainloom.domain.__path__, "chainloom.domain."):
+        importlib.import_module(module.name)
+    return {public_event_type(event_class): event_class for event_class in declared_events()}
+
+
+def _emits(aggregate: type[Aggregate], event_class: type) -> bool:
+    """Whether a method of ``aggregate`` emits ``event_class``: an @event method applies it,
+    or it is the class the @event ``__init__`` creates the aggregate with."""
+    if issubclass(event_class, DecoratedFuncCaller):
+        return True
+    init = aggregate.__dict__.get("__init__")
+    return (
+        issubclass(event_class, CanInitAggregate)
+        and isinstance(init, CommandMethodDecorator)
+        and init.given_event_cls is not None
+        and issubclass(event_class, init.given_event_cls)
+    )
+
+
+def test_every_projector_handler_names_an_event_an_aggregate_emits():
+    emitted = {
+        name: event_class
+        for name, event_class in _every_declared_event().items()
+        if _emits(declared_events()[event_class], event_class)
+    }
+    for projector in all_projectors():
+        assert projector.event_types, projector.name
+        orphaned = projector.event_types - emitted.keys()
+        assert not orphaned, f"{projector.name} handles events no aggregate emits: {sorted(orphaned)}"
+
+
+def test_every_declared_event_is_emitted_by_its_aggregate():
+    for event_class, aggregate in declared_events().items():
+        assert _emits(aggregate, event_class), f"{event_class.__qualname__} is declared but no method emits it"
+
+
+def test_public_types_and_topics_stay_those_the_log_holds():
+    declared = _every_declared_event()
+    assert {name: f"{c.__module__}:{c.__qualname__}" for name, c in declared.items()} == EXPECTED_EVENTS
+    assert (RAW_EVENT_RECEIVED, EVENTS_DELETED) == ("raw_event.received", "event_deletion.recorded")
+
+
+def test_a_handler_keyed_by_a_class_no_aggregate_declares_fails_at_import():
+    with pytest.raises(LookupError):
+        on(Aggregate.Created)
+    with pytest.raises(LookupError):
+        on(AffinityGroup.Event)
+
+
+def _old_stored_events(scratch: Path) -> list[StoredEvent]:
+    copy = scratch / "old-events.sqlite"  # opening a log (even to read) writes beside it: leave the fixture alone
+    shutil.copy(OLD_LOG, copy)
+    with closing(sqlite3.connect(copy)) as connection:
+        rows = connection.execute(
+            "SELECT originator_id, originator_version, topic, state FROM stored_events"
+            " ORDER BY originator_id, originator_version"
+        ).fetchall()
+    return [StoredEvent(originator_id, version, topic, bytes(state)) for originator_id, version, topic, state in rows]
+
+
+def test_events_stored_with_the_old_layout_load_into_the_declared_classes(tmp_path: Path):
+    """The fixture was written before the event classes were declared (``@event("Created")``)
+    and before chainloom was one package (``domain.backends:Backend.Created``)."""
+    mapper = EnvelopeMapper()
+    stored = _old_stored_events(tmp_path)
+    declared = _every_declared_event()
+    streams: dict[str, list] = defaultdict(list)
+    for old in stored:
+        event = mapper.to_domain_event(old)
+        envelope = json.loads(old.state)
+        if isinstance(event, ExternalEvent):
+            continue
+        assert old.topic.startswith("domain.")
+        assert type(event) is declared[envelope["event_type"]], old.topic
+        # Stored again, it says the same under the new topic (only the package prefix changes).
+        again = mapper.to_stored_event(event, envelope["metadata"])
+        assert again.topic == "chainloom." + old.topic
+        assert json.loads(again.state) | {"id": envelope["id"]} == envelope
+        streams[old.originator_id].append(event)
+
+    aggregates = {}
+    for stream_id, events in streams.items():
+        aggregate = None
+        for event in events:
+            aggregate = event.mutate(aggregate)
+        aggregates[stream_id] = aggregate
+    assert len(aggregates) == len({e.originator_id for e in stored}) - 2  # all but the two external events
+    [group] = [a for a in aggregates.values() if isinstance(a, AffinityGroup) and a.name == "old-group"]
+    assert len(group.backend_ids) == 1 and len(group.model_ids) == 1
