@@ -23,18 +23,16 @@ follower loop (``infra/follower.py``).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, ExitStack
-from pathlib import Path
 from typing import Any
 
 from chainloom.infra.bootstrap import open_resources
 from chainloom.infra.eventlog import EventLog
 from chainloom.infra.follower import Follower
+from chainloom.infra.singleton import AdvisoryLock, FileLock
 from chainloom.infra.kafka_log import (
     PRODUCER_BATCH_BYTES,
     check_no_clear_secrets,
@@ -52,65 +50,6 @@ logger = logging.getLogger(__name__)
 # Room left in a producer batch for record framing.
 _CHUNK_BYTES = PRODUCER_BATCH_BYTES * 3 // 4
 _RECORD_OVERHEAD = 64
-
-
-# -- one active relay per topic -------------------------------------------------
-
-
-class FileLock:
-    """Held while this process has the file locked (SQLite: relays on one machine)."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        if self._fd is not None:
-            return True
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-class AdvisoryLock:
-    """A PostgreSQL session advisory lock on a connection of its own (released when the session ends)."""
-
-    def __init__(self, url: str, key: str) -> None:
-        self._url = url
-        self._key = key
-        self._conn: Any = None
-
-    def acquire(self) -> bool:
-        if self._conn is not None and not (self._conn.closed or self._conn.broken):
-            return True
-        self.release()
-        import psycopg
-
-        conn = psycopg.connect(self._url, autocommit=True, connect_timeout=10)
-        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self._key,)).fetchone()
-        if not row or not row[0]:
-            conn.close()
-            return False
-        self._conn = conn
-        return True
-
-    def release(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
 
 
 # -- the relay ------------------------------------------------------------------
