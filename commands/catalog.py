@@ -277,18 +277,18 @@ def _seed(log: Aggregates, internal: InternalGroup, default: DefaultModel, tenan
             group.recreate(internal.name, internal.purpose_type)
         save += [group, _claim(log, GROUP_NAME, internal.name, internal.group_id, f"group name '{internal.name}'")]
 
-    model_id = _owner(log, MODEL_NAME, default.name)
-    if model_id is None:
-        model_id = str(uuid.uuid5(tenancy, default.name))
+    # The claim and the model are read one after the other: another process seeding at the same time
+    # (worker processes start together) may have written both in between, so the model decides.
+    model_id = _owner(log, MODEL_NAME, default.name) or str(uuid.uuid5(tenancy, default.name))
+    model = log.get(Model, model_id)
+    if model is None or model.deleted:
         spec = ModelSpec(default.name, default.context_length, **{internal.capability: True})
-        model = log.get(Model, model_id)
         if model is None:
             model = Model.declare(model_id, spec)
         else:
             model.redeclare(spec)
         save += [model, _claim(log, MODEL_NAME, default.name, model_id, f"model '{default.name}'")]
     else:
-        model = _existing(log, Model, model_id)
         model.require(default.context_length, internal.capability)
         save.append(model)
 
