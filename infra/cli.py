@@ -30,15 +30,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         settings.host = args.host
     if args.port:
         settings.port = args.port
+    if args.workers:
+        settings.workers = args.workers
     _configure_logging(settings.log_level)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log_format='%a "%r" %s %b %Tfs rid=%{X-Request-ID}o',
-        print=lambda message: logging.getLogger("chainloom.infra.cli").info(message.strip()),
-    )
+    if settings.workers > 1:
+        from chainloom.web.workers import serve
+
+        return serve(settings, ACCESS_LOG_FORMAT, _announce)
+    from chainloom.web.workers import run_until_stopped
+
+    run_until_stopped(create_app(settings), web.TCPSite, ACCESS_LOG_FORMAT, _announce, host=settings.host, port=settings.port)
     return 0
+
+
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs rid=%{X-Request-ID}o'
+
+
+def _announce(message: str) -> None:
+    logging.getLogger("chainloom.infra.cli").info(message.strip())
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
@@ -134,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the HTTP API (SQLite in CHAINLOOM_DATA_DIR by default)")
     serve.add_argument("--host", help="listen address (default: CHAINLOOM_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default: CHAINLOOM_PORT, 8081)")
+    serve.add_argument("--workers", type=int, help="API worker processes (default: CHAINLOOM_WORKERS, 1)")
     serve.set_defaults(run=_serve)
 
     relay = commands.add_parser("relay", help="relay the log to Kafka (CHAINLOOM_KAFKA_BOOTSTRAP) until stopped")

@@ -90,6 +90,11 @@ class KafkaRelay:
         """The last position Kafka has acknowledged (as far as this relay knows)."""
         return self._position
 
+    @property
+    def holding(self) -> bool:
+        """Whether this relay holds the relay lock (and publishes); others stand by."""
+        return self._active
+
     def step(self) -> tuple[int, bool]:
         if not self._lock.acquire():
             if self._active:
@@ -219,6 +224,10 @@ class RelayService:
     @property
     def position(self) -> int:
         return self._follower.position
+
+    @property
+    def holding(self) -> bool:
+        return self.relay.holding
 
     def start(self) -> None:
         self._follower.start()

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
 
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
+    # API worker processes `chainloom serve` starts, sharing the port (1: one process, no supervisor).
+    # One by default until the multi-process mode has run in CI for a while (see the README).
+    workers: int = Field(1, ge=1, validation_alias=_env("WORKERS"))
     port: int = Field(8081, validation_alias=_env("PORT", "PORT"))
     data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
     database_url: str = Field("", validation_alias=_env("DATABASE_URL", "DATABASE_URL"))

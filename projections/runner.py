@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 from chainloom.infra.follower import Follower, RunBlocking
+from chainloom.infra.singleton import Lock
 from chainloom.infra.readstore import Fault, ReadStore, SqlCursor, storable_text
 from chainloom.infra.timefmt import format_ns
 from chainloom.projections.base import Event, Projector, create_tables
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 Listener = Callable[[list[Event]], None]
 
 _SAVEPOINT = "projector"
+# Seconds between full readings of positions and faults when nothing seems to happen.
+FULL_READING_EVERY = 0.5
 
 
 class ProjectionFailed(Exception):
@@ -89,10 +92,17 @@ class ProjectionRunner:
         idle_poll: float = 0.5,
         record_faults: bool = True,
         skipped: Mapping[str, frozenset[int]] | None = None,
+        lock: Lock | None = None,
+        on_batch: Callable[[], None] | None = None,
     ) -> None:
         """``run_blocking`` is needed only to ``start`` following (the service); the blocking API needs none.
         ``record_faults=False`` raises ``ProjectionFailed`` instead (a rebuild must not swap in a gap).
-        ``skipped``: positions per projector that are passed over (events an operator skipped)."""
+        ``skipped``: positions per projector that are passed over (events an operator skipped).
+
+        ``lock``: the runner is a singleton job of several processes (``chainloom serve`` with workers):
+        it projects only while it holds the lock, and otherwise stands by, reading the positions and
+        faults the holder tracks (so its commands' waits are still released), until the holder dies.
+        ``on_batch()`` is called after each committed batch that changed read models."""
         self._log = log
         self._store = store
         self._projectors = list(projectors)
@@ -108,6 +118,11 @@ class ProjectionRunner:
         self._first: Batch | None = None
         self._states = ProjectorStates(self._names, wake=self.poke)
         self._follower: Follower | None = None
+        self._lock = lock
+        self._on_batch = on_batch
+        self._holding = lock is None
+        self._last: Batch | None = None  # the last reading, and when the next full one is due
+        self._full_reading_due = 0.0
 
     # -- blocking part (worker threads, CLI, rebuild, Kafka workers) --------
 
@@ -143,6 +158,59 @@ class ProjectionRunner:
     def _process_batch(self) -> Batch:
         with self._store.transaction() as cursor:
             return self.apply_batch(cursor)
+
+    @property
+    def holding(self) -> bool:
+        """Whether this process projects (always, without a lock; else while it holds it)."""
+        return self._holding
+
+    def _follow_step(self) -> Batch:
+        """The follower's step: project as the lock's holder, or read the holder's progress as a standby.
+
+        Either way, a step with nothing to do stays cheap: it looks at the log's head (holder) or
+        does nothing (standby) unless a command of this process waits, or ``FULL_READING_EVERY``
+        has passed (an operator's retry or skip is seen within that).
+        """
+        now = time.monotonic()
+        if self._lock is not None and not self._lock.acquire():
+            if self._holding:
+                logger.warning("projection runner: lost the projection lock; standing by")
+                self._holding = False
+            if self._last is not None and not self._states.waiting and now < self._full_reading_due:
+                return self._last
+            return self._reading(now)
+        if not self._holding:
+            logger.info("projection runner: took the projection lock; projecting here")
+            self._holding = True
+        last = self._last
+        if (
+            self._lock is not None
+            and last is not None
+            and now < self._full_reading_due
+            and self._log.head() <= last.position
+        ):
+            return last
+        batch = self._process_batch()
+        if batch.events and self._on_batch is not None:
+            self._on_batch()
+        self._last = batch._replace(events=[])
+        self._full_reading_due = now + FULL_READING_EVERY
+        return batch
+
+    def _reading(self, now: float) -> Batch:
+        """The positions and faults as the store has them (a standby's view of the holder's work)."""
+        with self._store.transaction(commit=False) as cursor:
+            positions = self._store.positions(cursor, self._names)
+            faults = self._store.faults(cursor, self._names)
+        self._last = Batch(self._reached(positions, faults), False, [], positions, faults)
+        self._full_reading_due = now + FULL_READING_EVERY
+        return self._last
+
+    def release(self) -> None:
+        """Give the lock up (at shutdown, so a standby takes over at once)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._holding = False
 
     def apply_batch(self, cursor: SqlCursor) -> Batch:
         """Apply the next batch to every projector that is not faulted, in the caller's transaction."""
@@ -245,7 +313,7 @@ class ProjectionRunner:
         assert self._first is not None
         self._states.update(self._first.positions, self._first.faults)
         self._follower = Follower(
-            self._process_batch, self._run_blocking, name="projection-runner", idle_poll=self._idle_poll,
+            self._follow_step, self._run_blocking, name="projection-runner", idle_poll=self._idle_poll,
             behind=ReadModelsBehind, what="read models", on_step=self._stepped,
         )
         self._follower.start(self._first.position)
@@ -254,6 +322,8 @@ class ProjectionRunner:
         """Stop following; returns once no batch is in flight (so the stores can be closed)."""
         if self._follower is not None:
             await self._follower.stop()
+        if self._run_blocking is not None:
+            await self._run_blocking(self.release)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(events)`` on the event loop with each batch of new events once it is applied

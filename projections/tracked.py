@@ -52,6 +52,10 @@ class TrackedProjections:
         return min(self._states.positions.values())
 
     @property
+    def holding(self) -> bool:
+        return False  # projector workers elsewhere project
+
+    @property
     def faults(self) -> dict[str, Fault]:
         return dict(self._states.faults)
 

@@ -35,6 +35,10 @@ class ReadModels(Protocol):
     def faults(self) -> dict[str, Fault]:
         """The faults as last read."""
 
+    @property
+    def holding(self) -> bool:
+        """Whether this process is the one projecting (the singleton job's holder)."""
+
     async def read_faults(self) -> dict[str, Fault]:
         """The faults as the store has them now."""
 

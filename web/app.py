@@ -19,6 +19,7 @@ from chainloom.infra.eventlog import EventLog
 from chainloom.infra.kafka_relay import RelayService, open_relay
 from chainloom.infra.readstore import ReadStore
 from chainloom.infra.settings import Settings
+from chainloom.infra.singleton import Throttled, singleton_lock
 from chainloom.projections.live import LiveLog
 from chainloom.projections.registry import all_projectors
 from chainloom.projections.runner import ProjectionFaulted, ProjectionRunner
@@ -36,21 +37,32 @@ from chainloom.web.keys import (
     EVENTSOURCE_COMMANDS,
     EVENTSOURCE_QUERIES,
     PROJECTIONS,
+    RELAY,
     SETTINGS,
+    SHARED_VERSION,
 )
 from chainloom.web.middleware import request_id_middleware, token_middleware, url_values_middleware
 from chainloom.web.sse import EventHub
+from chainloom.web.workers import SharedVersion
 
 logger = logging.getLogger(__name__)
 
+# A worker's projection runner looks at the log this often (writes made through other workers), and
+# a standby tries to take the projection lock this often (how soon it takes over from a dead holder).
+WORKER_POLL = 0.01
+LOCK_RETRY = 0.5
 
-def create_app(settings: Settings) -> web.Application:
+
+def create_app(settings: Settings, shared: SharedVersion | None = None) -> web.Application:
+    """The service; ``shared`` when it is one of several worker processes (``web/workers.py``)."""
     middlewares = [request_id_middleware, error_middleware]
     if settings.api_token:
         middlewares.append(token_middleware(settings.api_token))
     middlewares.append(url_values_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    if shared is not None:
+        app[SHARED_VERSION] = shared
     app.cleanup_ctx.append(_services)
     app.add_routes(system.routes)
     app.add_routes(catalog.routes)
@@ -95,13 +107,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         resources = await pool.run(opened.enter_context, open_resources(settings, secrets=True))
         log, store = resources.log, resources.store
 
-        runner = _read_models(settings, log, store, pool)
+        shared = app.get(SHARED_VERSION)
+        runner = _read_models(settings, log, store, pool, shared)
         hub = app[EVENT_HUB]
         live: LiveLog | None = None
-        if isinstance(runner, ProjectionRunner):
+        if isinstance(runner, ProjectionRunner) and shared is None:
             runner.add_listener(hub.publish)  # live streams get each batch the runner applies
-        else:  # the read models are kept elsewhere: follow the log for the live streams only
-            live = LiveLog(log, pool.run, hub.publish, hub.subscriber_count)
+        else:  # the read models are kept elsewhere (or by whichever worker holds the runner):
+            live = LiveLog(log, pool.run, hub.publish, hub.subscriber_count)  # follow the log for the streams
         # With Kafka configured (and no separate `chainloom relay`), this process relays the log too.
         relay: RelayService | None = None
         if settings.kafka_enabled and settings.kafka_relay_in_serve:
@@ -116,6 +129,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                 if live is not None:
                     live.poke()
                 await runner.wait_for(position, settings.projection_timeout, needs=needs)
+                if shared is not None:
+                    shared.bump()  # what this command wrote may be in a result another worker remembers
 
             return wait_for
 
@@ -127,6 +142,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if relay is not None:
             relay.start()
             stack.push_async_callback(relay.stop)
+            app[RELAY] = relay
         # Live streams begin at the log's head: a client resuming from an earlier position is caught
         # up from the event index (which it waits for), so the events already in the log are not missed.
         hub.publish([], await pool.run(log.head))
@@ -138,7 +154,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             CommandRunner(log, writer.run, wait_for_catalog), CatalogMemberships(store), settings.embed_model
         )
         # Remember query results while the read models stand still (only where this process moves them).
-        cache = ReadCache((lambda: runner.version) if isinstance(runner, ProjectionRunner) else None)
+        cache = ReadCache(_cache_stamp(runner, shared))
         app[CATALOG_QUERIES] = CatalogQueries(store, pool.run, cache)
         app[EVENTSOURCE_COMMANDS] = EventSourceCommands(
             CommandRunner(log, writer.run, wait_for_eventsource),
@@ -156,8 +172,32 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def _read_models(settings: Settings, log: EventLog, store: ReadStore, pool: BlockingPool) -> ReadModels:
-    """Embedded: this process follows the log. Kafka: projector workers do; this process watches their positions."""
+def _read_models(
+    settings: Settings, log: EventLog, store: ReadStore, pool: BlockingPool, shared: SharedVersion | None
+) -> ReadModels:
+    """Embedded: this process follows the log — the one that holds the projection lock, when it is one
+    of several workers. Kafka: projector workers do; this process watches their positions."""
     if settings.projections == "kafka":
         return TrackedProjections(store, all_projectors(), pool.run)
-    return ProjectionRunner(log, store, all_projectors(), pool.run)
+    if shared is None:
+        return ProjectionRunner(log, store, all_projectors(), pool.run)
+    return ProjectionRunner(
+        log,
+        store,
+        all_projectors(),
+        pool.run,
+        idle_poll=WORKER_POLL,
+        lock=Throttled(singleton_lock(settings, "projections"), LOCK_RETRY),
+        on_batch=shared.bump,
+    )
+
+
+def _cache_stamp(runner: ReadModels, shared: SharedVersion | None) -> Callable[[], int] | None:
+    """What remembered query results are stamped with: something that moves whenever the read models may
+    have (the runner's version, or the version all workers share), or None to remember nothing (the
+    read models are kept by workers elsewhere)."""
+    if not isinstance(runner, ProjectionRunner):
+        return None
+    if shared is not None:
+        return shared
+    return lambda: runner.version

@@ -19,11 +19,12 @@ from chainloom.domain.errors import BadRequest, Unprocessable
 from chainloom.domain.eventsource.events import INTERNAL_EVENT_SOURCE, MAX_RAW_ID_LENGTH, MAX_VERSION
 from chainloom.domain.eventsource.mappings import MAX_PATH_BYTES, SIGNATURE_SCHEMES, MappingConfig
 from chainloom.infra.timefmt import NS_MAX, NS_MIN, parse_ns
+from chainloom.infra.version import node_instance_id
 from chainloom.projections.eventsource import EventSourceProjector
 from chainloom.queries.eventsource import Window, parse_limit, parse_raw_limit, required
 from chainloom.web.bodies import JsonInt, json_response, read_body, read_limited, with_body
 from chainloom.web.keys import EVENT_HUB, EVENTSOURCE_COMMANDS, EVENTSOURCE_QUERIES, PROJECTIONS, SETTINGS
-from chainloom.web.middleware import REQUEST_ID, REQUEST_ID_HEADER, command_context
+from chainloom.web.middleware import NODE_HEADER, REQUEST_ID, REQUEST_ID_HEADER, command_context
 from chainloom.web.openapi import fails, headers, path_values, query, request_body, responds
 from chainloom.web.schemas import (
     STORABLE_TIME_PATTERN,
@@ -305,7 +306,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         f"connected to event stream for type: {event_type}",
         settings.sse_keepalive,
         hub.unsubscribe,
-        {REQUEST_ID_HEADER: request.get(REQUEST_ID, "")},  # sent before the middleware could add it
+        {REQUEST_ID_HEADER: request.get(REQUEST_ID, ""), NODE_HEADER: node_instance_id()},  # sent before the middleware adds them
         resume,
     )
 

@@ -6,11 +6,13 @@ from aiohttp import web
 
 from chainloom.commands.catalog import CatalogCommands
 from chainloom.commands.eventsource import EventSourceCommands
+from chainloom.infra.kafka_relay import RelayService
 from chainloom.infra.settings import Settings
 from chainloom.projections.waits import ReadModels
 from chainloom.queries.catalog import CatalogQueries
 from chainloom.queries.eventsource import EventSourceQueries
 from chainloom.web.sse import EventHub
+from chainloom.web.workers import SharedVersion
 
 SETTINGS = web.AppKey("settings", Settings)
 CATALOG_COMMANDS = web.AppKey("catalog_commands", CatalogCommands)
@@ -19,3 +21,5 @@ PROJECTIONS = web.AppKey("projections", ReadModels)  # kept here, or by workers 
 EVENTSOURCE_COMMANDS = web.AppKey("eventsource_commands", EventSourceCommands)
 EVENTSOURCE_QUERIES = web.AppKey("eventsource_queries", EventSourceQueries)
 EVENT_HUB = web.AppKey("event_hub", EventHub)
+SHARED_VERSION = web.AppKey("shared_version", SharedVersion)  # only in one of several worker processes
+RELAY = web.AppKey("relay", RelayService)  # only where this process runs the Kafka relay (or stands by for it)

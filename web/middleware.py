@@ -12,9 +12,12 @@ from aiohttp import web
 
 from chainloom.commands.base import CommandContext
 from chainloom.domain.storable import check_storable
+from chainloom.infra.version import node_instance_id
 from chainloom.web.errors import error_response
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Which process answered (its /version nodeInstanceID): with several workers, any of them may.
+NODE_HEADER = "X-Chainloom-Node"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/version"})
 # Webhook senders (GitHub …) cannot send our key: a delivery without one goes on,
@@ -51,6 +54,7 @@ async def request_id_middleware(request: web.Request, handler) -> web.StreamResp
         current_request_id.reset(token)
     if not response.prepared:
         response.headers[REQUEST_ID_HEADER] = request_id
+        response.headers[NODE_HEADER] = node_instance_id()
     return response
 
 

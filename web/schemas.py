@@ -166,6 +166,11 @@ class Ready(_Answer):
     model_config = ConfigDict(extra="allow")
 
     status: Literal["ready"]
+    node_instance_id: str = Field(alias="nodeInstanceID")
+    pid: int
+    holds: list[Literal["projections", "kafka-relay"]] = Field(
+        description="The singleton jobs the answering process holds now (one process holds each)."
+    )
 
 
 # A confirmation such as "backend removed": the reference runtime answers a bare JSON string.

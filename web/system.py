@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 from typing import Any
 
 from aiohttp import web
 
 from chainloom.infra.readstore import Fault
-from chainloom.infra.version import NODE_INSTANCE_ID, VERSION
+from chainloom.infra.version import VERSION, node_instance_id
 from chainloom.web.bodies import json_response
 from chainloom.web.errors import error_response
-from chainloom.web.keys import PROJECTIONS, SETTINGS
+from chainloom.web.keys import PROJECTIONS, RELAY, SETTINGS
 from chainloom.web.openapi import describe, fails, responds
 from chainloom.web.schemas import Ready, Version
 
@@ -52,7 +53,16 @@ async def ready(request: web.Request) -> web.Response:
             f"{f.projection} stopped at position {f.position} ({f.event_type} {f.event_id}): {f.error}" for f in faults
         )
         return error_response(503, f"read models faulted: {described}")
-    return json_response({"status": "ready"})
+    return json_response({"status": "ready", "nodeInstanceID": node_instance_id(), "pid": os.getpid(), "holds": _holds(request.app)})
+
+
+def _holds(app: web.Application) -> list[str]:
+    """The singleton jobs this process holds now (with several worker processes, one holds each)."""
+    held = ["projections"] if app[PROJECTIONS].holding else []
+    relay = app.get(RELAY)
+    if relay is not None and relay.holding:
+        held.append("kafka-relay")
+    return held
 
 
 async def _faults(request: web.Request, *, fallback: bool) -> list[Fault]:
@@ -76,7 +86,7 @@ async def version(request: web.Request) -> web.Response:
     return json_response(
         {
             "version": VERSION,
-            "nodeInstanceID": NODE_INSTANCE_ID,
+            "nodeInstanceID": node_instance_id(),
             "tenancy": str(request.app[SETTINGS].tenancy),
             "name": "chainloom",
         }

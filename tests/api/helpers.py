@@ -43,3 +43,12 @@ async def declare_model(client: TestClient, name: str = "smollm2:135m", context:
     status, body = await call(client, "POST", "/models", {"model": name, "contextLength": context, **caps})
     assert status == 201, body
     return body
+
+
+async def ready_status(client: TestClient) -> tuple[int, str]:
+    """``GET /ready``: its status code and, when ready, its ``status`` (the body also names the process)."""
+    status, body = await call(client, "GET", "/ready")
+    if status == 200:
+        assert body["holds"] == ["projections"] and body["pid"] > 0 and body["nodeInstanceID"], body
+        return status, body["status"]
+    return status, body["error"]["message"]

@@ -26,7 +26,7 @@ from chainloom.projections import operator
 from chainloom.projections.registry import all_projectors
 from chainloom.projections.tracked import TrackedProjections
 from chainloom.projections.waits import ProjectionFaulted
-from tests.api.helpers import assert_error, call, create_backend, create_group
+from tests.api.helpers import assert_error, call, create_backend, create_group, ready_status
 from chainloom.web.app import create_app
 
 EXTERNAL_EVENT = {"event_type": "user.created", "event_source": "auth", "aggregate_type": "user", "version": 1}
@@ -143,7 +143,7 @@ async def test_a_poison_event_faults_only_its_projector_until_skipped(client, se
     skipped = await asyncio.to_thread(operator.skip, settings, "catalog")
     assert skipped.position == nid
     await until(lambda: healthy(client))
-    assert await call(client, "GET", "/ready") == (200, {"status": "ready"})
+    assert await ready_status(client) == (200, "ready")
     audits = [e for e in await asyncio.to_thread(read_log, settings, nid) if e["event_type"] == "projection.event_skipped"]
     assert len(audits) == 1
     assert audits[0]["aggregate_type"] == "projection"

@@ -1,0 +1,242 @@
+"""The real ``chainloom serve`` with its worker processes, driven over loopback HTTP.
+
+The multi-process tests must see what users see: a parent that supervises
+several API workers sharing one port, each answering with ``X-Chainloom-Node``.
+Every connection here is a new one (no keep-alive), so the kernel chooses the
+worker for each request and a test reaches every worker by asking often enough.
+
+The service runs in a process group of its own: whatever a test leaves behind
+(a worker the parent failed to stop, one it restarted) is killed by group id at
+the end, and "no worker is left running" can be checked by that group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from chainloom.infra.eventlog import EventLog
+from chainloom.infra.kafka_broker import free_port
+from chainloom.infra.settings import Settings
+
+BIN = Path(sys.executable).parent
+NODE_HEADER = "X-Chainloom-Node"
+
+
+def serve_env(settings: Settings, workers: int, **extra: str) -> dict[str, str]:
+    """The settings as ``chainloom serve`` reads them; nothing of the test runner's own CHAINLOOM_* leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINLOOM_") and k not in ("TOKEN", "PORT", "DATABASE_URL")}
+    env.update({
+        "CHAINLOOM_DATA_DIR": str(settings.data_dir),
+        "CHAINLOOM_DATABASE_URL": settings.database_url,
+        "CHAINLOOM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "CHAINLOOM_KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
+        "CHAINLOOM_API_TOKEN": "",
+        "CHAINLOOM_LOG_LEVEL": "WARNING",
+        "CHAINLOOM_PROJECTION_TIMEOUT": "10",
+        "CHAINLOOM_WORKERS": str(workers),
+    })
+    env.update(extra)
+    return env
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, process group) of a process, or None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = raw.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (an exited child nobody reaped yet)."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def _all_pids() -> Iterator[int]:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+@dataclass
+class Service:
+    popen: subprocess.Popen[bytes]
+    base: str
+    log_path: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
+
+    def children(self) -> set[int]:
+        """The parent's running child processes (its workers)."""
+        return {pid for pid in _all_pids() if (stat := _stat(pid)) and stat[1] == self.popen.pid and stat[0] != "Z"}
+
+    def group_members(self) -> set[int]:
+        """Every running process of the service's process group (the parent, its workers, theirs)."""
+        return {pid for pid in _all_pids() if (stat := _stat(pid)) and stat[2] == self.popen.pid and stat[0] != "Z"}
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
+
+    def logged_errors(self) -> list[str]:
+        """The ERROR lines of the service's log (it logs at WARNING): a healthy run has none."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return [line for line in text.splitlines() if " ERROR " in line or " CRITICAL " in line]
+
+    def assert_running(self) -> None:
+        assert self.popen.poll() is None, f"chainloom serve exited with {self.popen.returncode}:\n{self.output()}"
+
+    def shut_down(self) -> None:
+        """SIGTERM the parent; then kill whatever of its group is left (a failed test leaves no process)."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if self.popen.poll() is None:
+            self.popen.wait(10)
+
+
+def start_service(env: dict[str, str], log_path: Path, timeout: float = 60.0) -> Service:
+    """Start ``chainloom serve`` on a free port; return once each of its CHAINLOOM_WORKERS answered /ready."""
+    port = free_port()
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(
+            [str(BIN / "chainloom"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    service = Service(popen, f"http://127.0.0.1:{port}", log_path)
+    workers = int(env.get("CHAINLOOM_WORKERS") or os.cpu_count() or 1)
+    pids: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        service.assert_running()
+        try:
+            with urllib.request.urlopen(f"{service.base}/ready", timeout=2) as response:  # a new connection each
+                ready = json.loads(response.read())
+                if "pid" not in ready:
+                    service.shut_down()
+                    raise AssertionError(f"/ready does not name the worker's pid: {ready}")
+                pids.add(ready["pid"])
+                if len(pids) >= workers:
+                    return service
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            service.shut_down()
+            raise AssertionError(
+                f"{len(pids)} of {workers} workers answered /ready within {timeout:g}s:\n{service.output()}"
+            )
+        time.sleep(0.02 if pids else 0.1)
+
+
+# -- HTTP, a new connection per request ----------------------------------------------
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    node: str | None  # X-Chainloom-Node: the worker that answered
+
+
+def fresh_connections(base: str) -> aiohttp.ClientSession:
+    """A client that opens a new connection for every request, so the kernel picks the worker each time."""
+    return aiohttp.ClientSession(
+        base_url=base,
+        connector=aiohttp.TCPConnector(force_close=True, limit=0),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
+
+
+async def call(session: aiohttp.ClientSession, method: str, path: str, body: Any = None) -> Answer:
+    async with session.request(method, path, json=body) as response:
+        raw = await response.read()
+        try:
+            payload = json.loads(raw) if raw else None
+        except ValueError:
+            payload = raw.decode(errors="replace")
+        return Answer(response.status, payload, response.headers.get(NODE_HEADER))
+
+
+async def ready_workers(session: aiohttp.ClientSession, count: int, timeout: float = 30.0) -> dict[int, dict]:
+    """Ask /ready until ``count`` distinct worker pids answered 200; their latest answers by pid."""
+    seen: dict[int, dict] = {}
+    deadline = asyncio.get_running_loop().time() + timeout
+    attempts = 0
+    while len(seen) < count:
+        attempts += 1
+        try:
+            answer = await call(session, "GET", "/ready")
+        except aiohttp.ClientError:
+            answer = None
+        if answer is not None and answer.status == 200:
+            body = answer.body
+            assert answer.node == body.get("nodeInstanceID"), f"/ready header {answer.node} names another node: {body}"
+            seen[body["pid"]] = body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{len(seen)} of {count} workers answered /ready in {attempts} attempts: {seen}")
+        await asyncio.sleep(0.02)
+    return seen
+
+
+async def current_holders(session: aiohttp.ClientSession, pids: set[int], job: str, timeout: float = 30.0) -> dict[int, bool]:
+    """Whether each of ``pids`` holds ``job`` now, from a fresh /ready answer of every one of them."""
+    holds: dict[int, bool] = {}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while set(holds) != pids:
+        try:
+            answer = await call(session, "GET", "/ready")
+        except aiohttp.ClientError:
+            answer = None
+        if answer is not None and answer.status == 200 and answer.body["pid"] in pids:
+            holds[answer.body["pid"]] = job in answer.body["holds"]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not every worker of {pids} answered /ready: {holds}")
+        await asyncio.sleep(0.02)
+    return holds
+
+
+async def sole_holder(session: aiohttp.ClientSession, pids: set[int], job: str, timeout: float = 15.0) -> int:
+    """The one worker of ``pids`` that holds ``job``; fails if two ever do, or none does within ``timeout``
+    (a job takes its lock shortly after its worker starts answering)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        holds = await current_holders(session, pids, job)
+        holders = [pid for pid, held in holds.items() if held]
+        assert len(holders) <= 1, f"more than one worker holds {job}: {holders}"
+        if holders:
+            return holders[0]
+        assert asyncio.get_running_loop().time() < deadline, f"no worker of {pids} reports holding {job} on /ready"
+        await asyncio.sleep(0.1)
+
+
+def log_events(settings: Settings) -> list[dict]:
+    """Every event of the log, read directly (not through the service)."""
+    log = EventLog(settings.event_store_env())
+    try:
+        return log.read(after=0, limit=1_000_000)
+    finally:
+        log.close()
