@@ -3,8 +3,7 @@
     .venv/bin/python bench/bench_workers.py                 # SQLite only
     bench/run bench/bench_workers.py                        # SQLite and a durable throwaway PostgreSQL
 
-Issue 8 makes ``chainloom serve`` start one API worker per core; this prints,
-for one worker and for two, the figures the issue's aims are stated in (wrk,
+This prints, for one worker and for two, the figures the issue's aims are stated in (wrk,
 one thread, 16 connections, co-located with the service on the same cores):
 ``POST /backends``, ``POST /events`` (512 B of data), ``GET /backends?limit=20``
 and ``GET /groups``, each with its p99.
