@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the HTTP API (SQLite in CHAINLOOM_DATA_DIR by default)")
     serve.add_argument("--host", help="listen address (default: CHAINLOOM_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default: CHAINLOOM_PORT, 8081)")
-    serve.add_argument("--workers", type=int, help="API worker processes (default: CHAINLOOM_WORKERS, 1)")
+    serve.add_argument("--workers", type=int, help="API worker processes (default: CHAINLOOM_WORKERS, one per core)")
     serve.set_defaults(run=_serve)
 
     relay = commands.add_parser("relay", help="relay the log to Kafka (CHAINLOOM_KAFKA_BOOTSTRAP) until stopped")

@@ -7,6 +7,7 @@ that a deployment of the reference moves over without edits.
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Literal
@@ -25,8 +26,7 @@ class Settings(BaseSettings):
 
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     # API worker processes `chainloom serve` starts, sharing the port (1: one process, no supervisor).
-    # One by default until the multi-process mode has run in CI for a while (see the README).
-    workers: int = Field(1, ge=1, validation_alias=_env("WORKERS"))
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, validation_alias=_env("WORKERS"))
     port: int = Field(8081, validation_alias=_env("PORT", "PORT"))
     data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
     database_url: str = Field("", validation_alias=_env("DATABASE_URL", "DATABASE_URL"))

@@ -206,11 +206,12 @@ def _fork(slot: int, run: Callable[[], None]) -> int:
 
 
 def _end_with(parent: int) -> None:
-    """A worker must not outlive its parent (killed with -9, it cannot stop them): the kernel sends the
-    worker SIGTERM when the parent dies (Linux), and a parent already gone ends the worker now."""
+    """A worker must not outlive its parent: killed with -9, the parent cannot stop them, and a worker
+    left behind would go on serving and projecting unsupervised. The kernel kills the worker as the
+    parent dies (Linux), as if the service were one process; a parent already gone ends it now."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         logger.warning("workers cannot follow their parent's death on this system")
     if os.getppid() != parent:
