@@ -23,9 +23,7 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,49 +35,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_catalog import CREATE  # noqa: E402
 from bench.bench_events import APPEND  # noqa: E402
-from bench.harness import ROOT, free_port, wrk  # noqa: E402
+from bench.harness import service, wrk  # noqa: E402
 
 FAIL_OVER_TRIALS = 3
 
 
 @contextmanager
 def workers_service(database_url: str, workers: int) -> Iterator[str]:
-    """``chainloom serve`` with ``workers`` workers on a fresh store; its output goes to a file, not a pipe nobody reads."""
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="chainloom-bench-workers-") as data_dir:
-        if database_url:
-            _empty_postgres(database_url)
-        env = dict(
-            os.environ,
-            CHAINLOOM_DATA_DIR=data_dir,
-            CHAINLOOM_DATABASE_URL=database_url,
-            CHAINLOOM_PORT=str(port),
-            CHAINLOOM_HOST="127.0.0.1",
-            CHAINLOOM_LOG_LEVEL="WARNING",
-            CHAINLOOM_WORKERS=str(workers),
-            CHAINLOOM_KAFKA_BOOTSTRAP="",
-        )
-        log_path = Path(data_dir) / "serve.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "chainloom.infra.cli", "serve"], cwd=ROOT, env=env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            ready_workers(base, workers, timeout=60, process=process)
-            yield base
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            finally:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)  # nothing of this service outlives the run
-                except ProcessLookupError:
-                    pass
-            if process.returncode not in (0, -signal.SIGKILL):
-                print(f"   (serve exited {process.returncode}: {log_path.read_text(errors='replace')[-1000:]})")
+    """``chainloom serve`` with ``workers`` workers on a fresh store, once every worker answers /ready."""
+    if database_url:
+        _empty_postgres(database_url)  # the runs of one benchmark share the database
+    with service(database_url, CHAINLOOM_WORKERS=str(workers), CHAINLOOM_KAFKA_BOOTSTRAP="") as base:
+        ready_workers(base, workers, timeout=60)
+        yield base
 
 
 def _empty_postgres(url: str) -> None:
@@ -101,13 +69,11 @@ def _json(method: str, url: str, body: dict | None = None, timeout: float = 15) 
         return error.code, {}
 
 
-def ready_workers(base: str, count: int, timeout: float, process: subprocess.Popen | None = None) -> dict[int, dict]:
+def ready_workers(base: str, count: int, timeout: float) -> dict[int, dict]:
     """Ask /ready until ``count`` distinct worker pids answered; their answers by pid."""
     seen: dict[int, dict] = {}
     deadline = time.monotonic() + timeout
     while len(seen) < count:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"chainloom serve exited with {process.returncode}")
         try:
             status, body = _json("GET", base + "/ready", timeout=2)
             if status == 200:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -29,7 +30,11 @@ def free_port() -> int:
 
 @contextmanager
 def service(database_url: str = "", **env: str) -> Iterator[str]:
-    """Run ``chainloom serve`` on a fresh data directory; yields its base URL."""
+    """Run ``chainloom serve`` on a fresh data directory; yields its base URL once it answers.
+
+    Its output goes to a file (a pipe nobody reads could stall it); it runs in a session of its own,
+    and at the end nothing of it — the parent or any worker process — outlives the run.
+    """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="chainloom-bench-") as data_dir:
         process_env = dict(
@@ -41,26 +46,36 @@ def service(database_url: str = "", **env: str) -> Iterator[str]:
             CHAINLOOM_LOG_LEVEL="WARNING",
             **env,
         )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "chainloom.infra.cli", "serve"], cwd=ROOT, env=process_env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        log_path = Path(data_dir) / "serve.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "chainloom.infra.cli", "serve"], cwd=ROOT, env=process_env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_until_up(base, process)
+            _wait_until_up(base, process, log_path)
             yield base
         finally:
             process.terminate()
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=60)
+            finally:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if process.returncode not in (0, -signal.SIGKILL):
+                print(f"   (serve exited {process.returncode}: {log_path.read_text(errors='replace')[-1000:]})")
 
 
-def _wait_until_up(base: str, process: subprocess.Popen) -> None:
+def _wait_until_up(base: str, process: subprocess.Popen, log_path: Path) -> None:
     import urllib.request
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"service exited: {process.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"service exited: {log_path.read_text(errors='replace')[-2000:]}")
         try:
             with urllib.request.urlopen(base + "/health", timeout=1):
                 return

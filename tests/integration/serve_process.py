@@ -35,21 +35,25 @@ BIN = Path(sys.executable).parent
 NODE_HEADER = "X-Chainloom-Node"
 
 
-def serve_env(settings: Settings, workers: int, **extra: str) -> dict[str, str]:
-    """The settings as ``chainloom serve`` reads them; nothing of the test runner's own CHAINLOOM_* leaks in."""
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The settings as a ``chainloom`` process reads them; nothing of the test runner's own CHAINLOOM_* leaks in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINLOOM_") and k not in ("TOKEN", "PORT", "DATABASE_URL")}
     env.update({
         "CHAINLOOM_DATA_DIR": str(settings.data_dir),
         "CHAINLOOM_DATABASE_URL": settings.database_url,
         "CHAINLOOM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "CHAINLOOM_KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
-        "CHAINLOOM_API_TOKEN": "",
         "CHAINLOOM_LOG_LEVEL": "WARNING",
-        "CHAINLOOM_PROJECTION_TIMEOUT": "10",
-        "CHAINLOOM_WORKERS": str(workers),
+        "CHAINLOOM_PROJECTION_TIMEOUT": "20",
     })
     env.update(extra)
     return env
+
+
+def serve_env(settings: Settings, workers: int, **extra: str) -> dict[str, str]:
+    """``process_env`` for ``chainloom serve`` with ``workers`` workers and no API token."""
+    defaults = {"CHAINLOOM_API_TOKEN": "", "CHAINLOOM_PROJECTION_TIMEOUT": "10", "CHAINLOOM_WORKERS": str(workers)}
+    return process_env(settings, **(defaults | extra))
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:

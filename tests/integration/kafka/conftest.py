@@ -24,6 +24,7 @@ from kafka import KafkaConsumer, TopicPartition
 from chainloom.infra.kafka_broker import LocalBroker, free_port
 from chainloom.infra.kafka_log import decode
 from chainloom.infra.settings import Settings
+from tests.integration.serve_process import process_env  # noqa: F401  (the kafka tests' process environment)
 
 KAFKA_BOOTSTRAP = os.environ.get("CHAINLOOM_TEST_KAFKA_BOOTSTRAP", "")
 REQUIRE_KAFKA = os.environ.get("CHAINLOOM_TEST_REQUIRE_KAFKA") == "1"
@@ -135,18 +136,6 @@ def assert_order_per_aggregate(events: list[dict[str, Any]]) -> None:
 # -- chainloom processes ------------------------------------------------------------
 
 
-def process_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINLOOM_") and k not in ("TOKEN", "PORT", "DATABASE_URL")}
-    env.update({
-        "CHAINLOOM_DATA_DIR": str(settings.data_dir),
-        "CHAINLOOM_DATABASE_URL": settings.database_url,
-        "CHAINLOOM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "CHAINLOOM_KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
-        "CHAINLOOM_LOG_LEVEL": "WARNING",
-        "CHAINLOOM_PROJECTION_TIMEOUT": "20",
-    })
-    env.update(extra)
-    return env
 
 
 class Process:

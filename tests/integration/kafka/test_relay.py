@@ -19,15 +19,10 @@ from tests.integration.kafka.conftest import (
     read_topic,
     without_duplicates,
 )
+from tests.integration.serve_process import log_events
 from chainloom.web.app import create_app
 
 
-def log_events(settings: Settings) -> list[dict]:
-    log = EventLog(settings.event_store_env())
-    try:
-        return log.read(after=0, limit=1_000_000)
-    finally:
-        log.close()
 
 
 async def test_every_event_arrives_once_in_log_order(kafka_settings: Settings):
