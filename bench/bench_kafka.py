@@ -5,8 +5,9 @@
     bench/bench_kafka.py --bootstrap 127.0.0.1:9092         # against a running broker
 
 For each store: the relay runs as its own process (``chainloom relay``, which
-looks at the log every ``CHAINLOOM_KAFKA_RELAY_POLL`` seconds, as when the API
-and the relay are separate); this process appends events (one backend created
+looks at the log every ``CHAINLOOM_KAFKA_RELAY_POLL`` seconds and, on
+PostgreSQL, is woken by the log's NOTIFY, as when the API and the relay are
+separate); this process appends events (one backend created
 per transaction, from one thread unless --writers) at a fixed rate, and a consumer in a third process reads the
 topic. Lag = time the consumer got the event − time its append committed
 (one clock: one machine). Then a burst: events appended as fast as the store

@@ -63,6 +63,15 @@ class Follower(Generic[R]):
     def position(self) -> int:
         return self._position
 
+    @property
+    def idle_poll(self) -> float | None:
+        return self._idle_poll
+
+    @idle_poll.setter
+    def idle_poll(self, seconds: float | None) -> None:
+        """Change how often to look when not poked (from the next idle sleep on; the event loop's thread only)."""
+        self._idle_poll = seconds
+
     def start(self, position: int = 0) -> None:
         self._position = max(self._position, position)
         self._task = asyncio.create_task(self._follow(), name=self._name)

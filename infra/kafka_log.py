@@ -4,8 +4,9 @@
 with ONE partition: Kafka then keeps the log's total order, so a consumer can
 track its position by ``nid`` exactly as the in-process projections do, and
 drop a duplicate by comparing ``nid`` with the last one it applied. (Several
-partitions would only give parallelism by giving up that order; a consumer
-group of projector workers gets failover from a single partition instead.)
+partitions would only give parallelism by giving up that order; projector
+workers get fail-over from a single partition instead: one reads it, the others
+stand by.)
 
 A record is one event:
 
@@ -182,6 +183,8 @@ def producer_config(bootstrap: str, client_id: str) -> dict[str, Any]:
 
 
 def consumer_config(bootstrap: str, group_id: str | None, client_id: str) -> dict[str, Any]:
+    """A consumer that is assigned its partition by hand (``assign``): ``group_id`` only names where its
+    offsets are committed; it never joins the group, so no session timeout decides who reads."""
     return {
         "bootstrap_servers": bootstrap.split(","),
         "client_id": client_id,
@@ -190,10 +193,8 @@ def consumer_config(bootstrap: str, group_id: str | None, client_id: str) -> dic
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         "allow_auto_create_topics": False,
+        # The broker answers a fetch as soon as a record arrives; this only bounds an empty one.
         "fetch_max_wait_ms": 100,
-        # A worker that dies is replaced after this long (the broker's minimum is 6 s).
-        "session_timeout_ms": 10_000,
-        "heartbeat_interval_ms": 2_000,
         "reconnect_backoff_ms": 100,
         "reconnect_backoff_max_ms": 1000,
     }

@@ -14,17 +14,23 @@ the only duplicates there are, with the same ``id`` and ``nid`` as the first
 copy (docs/kafka.md tells consumers how to drop them).
 
 Only one relay publishes a topic at a time: a PostgreSQL advisory lock (or a
-file lock beside the SQLite log) makes any other one a standby that takes over
-when the active one dies. The relay runs inside ``chainloom serve`` when Kafka
-is configured, or alone as ``chainloom relay``; in both it is driven by the one
-follower loop (``infra/follower.py``).
+file lock beside the SQLite log) makes any other one a standby, which tries
+the lock every ``LOCK_RETRY`` seconds and takes over when the active one dies
+(the database or the operating system releases the lock at once, kill -9
+included). The relay runs inside ``chainloom serve`` when Kafka is configured,
+or alone as ``chainloom relay``; in both it is driven by the one follower loop
+(``infra/follower.py``). A write of this process pokes it; on PostgreSQL the
+log's own ``NOTIFY`` on every append (whoever appended) wakes it, and it looks
+at the log unasked only every ``LISTENING_POLL`` seconds; on SQLite (or while
+it cannot listen) it looks every ``CHAINLOOM_KAFKA_RELAY_POLL`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, ExitStack
 from typing import Any
@@ -32,7 +38,7 @@ from typing import Any
 from chainloom.infra.bootstrap import open_resources
 from chainloom.infra.eventlog import EventLog
 from chainloom.infra.follower import Follower
-from chainloom.infra.singleton import AdvisoryLock, FileLock
+from chainloom.infra.singleton import AdvisoryLock, FileLock, Lock, Throttled
 from chainloom.infra.kafka_log import (
     PRODUCER_BATCH_BYTES,
     check_no_clear_secrets,
@@ -46,6 +52,14 @@ from chainloom.infra.readstore import ReadStore, open_read_store
 from chainloom.infra.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# How often a standby relay tries to take the relay lock (a PostgreSQL attempt costs a connection):
+# it takes over from a dead relay within this, plus connecting its producer.
+LOCK_RETRY = 0.5
+
+# While the log's notifications wake the relay (PostgreSQL), the active relay looks at the log unasked
+# only this often (a standby keeps looking as configured: each look tries the lock, when it is due).
+LISTENING_POLL = 0.5
 
 # Room left in a producer batch for record framing.
 _CHUNK_BYTES = PRODUCER_BATCH_BYTES * 3 // 4
@@ -62,7 +76,7 @@ class KafkaRelay:
         self,
         log: EventLog,
         tracking_env: Mapping[str, str],
-        lock: FileLock | AdvisoryLock,
+        lock: Lock,
         *,
         bootstrap: str,
         topic: str,
@@ -84,6 +98,7 @@ class KafkaRelay:
         self._producer: Any = None
         self._position = 0
         self._active = False
+        self._standing_by = False
 
     @property
     def position(self) -> int:
@@ -101,7 +116,11 @@ class KafkaRelay:
                 logger.warning("kafka relay: lost the relay lock; standing by")
                 self._discard_producer()
                 self._active = False
+            if not self._standing_by:
+                logger.info("kafka relay: standing by (another relay publishes %s)", self.topic)
+                self._standing_by = True
             return self._position, False
+        self._standing_by = False
         if self._producer is None:
             self._connect()
         events = self._log.read(after=self._position, limit=self._batch_size)
@@ -199,20 +218,78 @@ class KafkaRelay:
             self._store, self._store_factory = None, None
 
 
-def relay_lock(settings: Settings) -> FileLock | AdvisoryLock:
+def relay_lock(settings: Settings) -> Throttled:
+    """The relay lock of the topic, tried by a standby every ``LOCK_RETRY`` seconds."""
     topic = settings.kafka_events_topic
+    lock: FileLock | AdvisoryLock
     if settings.uses_postgres:
-        return AdvisoryLock(settings.database_url, f"chainloom-kafka-relay:{topic}")
-    return FileLock(settings.data_dir / f"kafka-relay.{topic}.lock")
+        lock = AdvisoryLock(settings.database_url, f"chainloom-kafka-relay:{topic}")
+    else:
+        lock = FileLock(settings.data_dir / f"kafka-relay.{topic}.lock")
+    return Throttled(lock, LOCK_RETRY)
+
+
+class LogNotifications:
+    """Calls ``wake()`` whenever the log's PostgreSQL recorder announces an append (its ``NOTIFY`` on every
+    insert, whichever process wrote), from a thread of its own with a connection that ``LISTEN``s;
+    ``listening(True)`` once it listens, ``listening(False)`` when it lost the connection."""
+
+    def __init__(
+        self, url: str, channel: str, wake: Callable[[], None], listening: Callable[[bool], None]
+    ) -> None:
+        self._url = url
+        self._channel = channel
+        self._wake = wake
+        self._listening = listening
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="kafka-relay-listen", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Blocks until the thread has ended (at most about 0.2 s)."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _listen(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(
+                    self._url, autocommit=True, connect_timeout=10,
+                    keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+                ) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    self._listening(True)
+                    self._wake()  # appends made while not listening
+                    while not self._stopped.is_set():
+                        for _ in conn.notifies(timeout=0.2, stop_after=1):
+                            self._wake()
+            except Exception as error:  # the relay's own poll finds every append meanwhile
+                self._listening(False)
+                logger.warning("kafka relay: listening for appends failed (%s); polling, listening again in 1 s", error)
+                self._stopped.wait(1.0)
 
 
 class RelayService:
     """The relay in a running process: the follower loop on a thread of its own."""
 
-    def __init__(self, relay: KafkaRelay, idle_poll: float) -> None:
+    def __init__(self, relay: KafkaRelay, idle_poll: float, notify_channel: tuple[str, str] | None = None) -> None:
+        """``notify_channel``: (PostgreSQL URL, channel) on which the log announces appends; while it
+        listens there the relay is woken by them, and looks at the log unasked only every ``LISTENING_POLL``."""
         self.relay = relay
+        self._idle_poll = idle_poll
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-relay")
-        self._follower = Follower(relay.step, self._run, name="kafka-relay", idle_poll=idle_poll, what="the Kafka relay")
+        self._follower = Follower(
+            relay.step, self._run, name="kafka-relay", idle_poll=idle_poll, what="the Kafka relay", on_step=self._stepped
+        )
+        self._notify_channel = notify_channel
+        self._notifications: LogNotifications | None = None
+        self._notified = False  # whether the log's notifications wake this relay now
 
     async def _stop_and_drain(self) -> None:
         await self._follower.stop()
@@ -232,6 +309,36 @@ class RelayService:
     def start(self) -> None:
         self._follower.start()
 
+    def _listen(self) -> None:
+        """Have the log's notifications wake this relay (from when it first publishes: a standby needs none)."""
+        assert self._notify_channel is not None
+        loop = asyncio.get_running_loop()
+
+        def call(fn: Callable[..., None], *args: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop is closing
+                pass
+
+        self._notifications = LogNotifications(
+            *self._notify_channel,
+            wake=lambda: call(self._follower.poke),
+            listening=lambda yes: call(self._listening, yes),
+        )
+        self._notifications.start()
+
+    def _listening(self, yes: bool) -> None:
+        """Notifications wake the relay now (or no longer do)."""
+        self._notified = yes
+        self._stepped()
+
+    def _stepped(self, _: object = None) -> None:
+        """The active relay woken by notifications looks at the log unasked rarely; otherwise as configured."""
+        if self._notifications is None and self._notify_channel is not None and self.relay.holding:
+            self._listen()
+        notified = self._notified and self.relay.holding
+        self._follower.idle_poll = max(self._idle_poll, LISTENING_POLL) if notified else self._idle_poll
+
     def poke(self) -> None:
         self._follower.poke()
 
@@ -240,6 +347,8 @@ class RelayService:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Publish what the log holds now, then close; past ``grace`` seconds (broker away), give up."""
+        if self._notifications is not None:
+            await asyncio.to_thread(self._notifications.stop)
         stopping = asyncio.ensure_future(self._stop_and_drain())
         done, _ = await asyncio.wait({stopping}, timeout=grace)
         if not done:
@@ -270,7 +379,8 @@ def open_relay(settings: Settings, log: EventLog) -> RelayService:
         topic=settings.kafka_events_topic,
         replication_factor=settings.kafka_replication_factor,
     )
-    return RelayService(relay, settings.kafka_relay_poll)
+    channel = getattr(log.recorder, "channel_name", None) if settings.uses_postgres else None
+    return RelayService(relay, settings.kafka_relay_poll, (settings.database_url, channel) if channel else None)
 
 
 async def run_relay(settings: Settings) -> None:
