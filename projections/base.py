@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from chainloom.domain.base import DomainEvent, public_event_type
 from chainloom.infra.envelope import INTERNAL_EVENT_SOURCE
 from chainloom.infra.readstore import ReadStore, SqlCursor
+from chainloom.infra.schema import missing
 
 Event = dict[str, Any]
 Handler = Callable[[Any, "TemplatedCursor", Event], None]
@@ -129,10 +130,6 @@ class Projector:
     def event_types(self) -> frozenset[str]:
         return frozenset(self._handlers)
 
-    def create(self, cursor: SqlCursor) -> None:
-        for statement in self.schema:
-            cursor.execute(self.sql(statement))
-
     def drop(self, cursor: SqlCursor) -> None:
         for table in self.table_names():
             cursor.execute(f"DROP TABLE IF EXISTS {table}")
@@ -151,8 +148,24 @@ class Projector:
 
 
 def create_tables(store: ReadStore, cursor: SqlCursor, projectors: Sequence[Projector]) -> None:
-    """Create the projectors' tables and the store's fault records (idempotent), serialised with other processes."""
+    """Create what is missing of the projectors' tables and the store's fault records, serialised with other
+    processes; what exists is not touched.
+
+    Set-up runs while other processes project (a second API started while a worker projects the log): even
+    ``CREATE INDEX IF NOT EXISTS`` on an existing index locks its table against their writes, and two such
+    statements in one transaction deadlock with a batch writing both tables. So the catalogue is read first,
+    and only when something is missing are the locks taken — the projection lock first, as batches and a
+    rebuild take it (so no batch is half-way when a table is indexed), then the schema lock — and the
+    catalogue read again before creating. (SQLite, with one write lock for everything, just creates.)
+    """
+    statements = [*store.housekeeping_schema, *(projector.sql(s) for projector in projectors for s in projector.schema)]
+    if not store.looks_before_creating:
+        for statement in statements:
+            cursor.execute(statement)
+        return
+    if not missing(statements, store.relations(cursor)):
+        return
+    store.lock_projections(cursor)
     store.lock_schema(cursor)
-    store.create_housekeeping(cursor)
-    for projector in projectors:
-        projector.create(cursor)
+    for statement in missing(statements, store.relations(cursor)):
+        cursor.execute(statement)
