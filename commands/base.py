@@ -1,9 +1,12 @@
-"""How every command runs: decided in a worker thread, appended, then read-your-writes.
+"""How every command runs: decided on the process's log writer, appended, then read-your-writes.
 
 A decision loads aggregates from the log, calls their methods and hands back
-what to save. Two writers can decide on the same aggregate at once; the log
-stores only the first, and the other is decided again on fresh state (where it
-usually turns into a clean 409, or succeeds if the two did not really clash).
+what to save. The log writer (``infra.logwriter``) makes the decisions of a
+process one after another and stores those that arrive together in one
+transaction. Writers in other processes can decide on the same aggregate at
+once; the log stores only the first, and the other is decided again on fresh
+state (where it usually turns into a clean 409, or succeeds if the two did not
+really clash).
 """
 
 from __future__ import annotations
@@ -12,11 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from eventsourcing.persistence import RecordConflictError
-
 from chainloom.domain.base import Aggregate
-from chainloom.domain.errors import Conflict
-from chainloom.infra.eventlog import EventLog
+from chainloom.infra.logwriter import LogWriter
 
 T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
@@ -54,6 +54,9 @@ class Aggregates(Protocol):
     def last_event(self, aggregate_class: type[Aggregate], key: str) -> Any | None:
         """The latest domain event of an aggregate whose every event carries its whole state, or None."""
 
+    def owner_of(self, scope: str, value: str) -> str | None:
+        """The key of the aggregate holding a unique value (``domain.uniqueness``), or None."""
+
 
 Decide = Callable[[Aggregates], Decision[T]]
 
@@ -61,30 +64,11 @@ Decide = Callable[[Aggregates], Decision[T]]
 class CommandRunner:
     """Runs one command service's commands; ``wait_for`` is read-your-writes on the read models it answers from."""
 
-    def __init__(
-        self,
-        log: EventLog,
-        run_blocking: Callable[..., Awaitable[Any]],
-        wait_for: Callable[[int | None], Awaitable[None]],
-        attempts: int = 5,
-    ) -> None:
-        self._log = log
-        self._run_blocking = run_blocking
+    def __init__(self, writer: LogWriter, wait_for: Callable[[int | None], Awaitable[None]]) -> None:
+        self._writer = writer
         self._wait_for = wait_for
-        self._attempts = attempts
 
     async def run(self, decide: Decide[T], context: CommandContext) -> T:
-        result, position = await self._run_blocking(self.run_blocking, decide, context)
+        result, position = await self._writer.decide(decide, context.metadata())
         await self._wait_for(position)
         return result
-
-    def run_blocking(self, decide: Decide[T], context: CommandContext) -> tuple[T, int | None]:
-        """Decide and append, deciding again when another writer got there first."""
-        for _ in range(self._attempts):
-            decision = decide(self._log)
-            try:
-                position = self._log.save(*decision.save, metadata=context.metadata())
-            except RecordConflictError:
-                continue
-            return decision.result, position
-        raise Conflict("the entity was changed concurrently too often; try again")

@@ -13,12 +13,7 @@ from chainloom.domain.backends import Backend
 from chainloom.domain.errors import Conflict, Forbidden, NotFound
 from chainloom.domain.groups import INTERNAL_GROUPS, AffinityGroup, InternalGroup
 from chainloom.domain.models import Model, ModelSpec
-from chainloom.domain.uniqueness import UniqueValue
-
-BACKEND_NAME = "backend.name"
-BACKEND_URL = "backend.baseUrl"
-MODEL_NAME = "model.name"
-GROUP_NAME = "group.name"
+from chainloom.domain.uniqueness import BACKEND_NAME, BACKEND_URL, GROUP_NAME, MODEL_NAME, ensure_free
 
 
 class Memberships(Protocol):
@@ -35,28 +30,6 @@ class DefaultModel:
     context_length: int
 
 
-def _claim(log: Aggregates, scope: str, value: str, owner: str, description: str) -> UniqueValue:
-    claim = log.get(UniqueValue, UniqueValue.key_for(scope, value))
-    if claim is None:
-        return UniqueValue.claim_new(scope, value, owner)
-    claim.claim(owner, description)
-    return claim
-
-
-def _released(log: Aggregates, scope: str, value: str, owner: str) -> list[UniqueValue]:
-    """The claim of ``value`` given up by ``owner`` (to save), if there is one."""
-    claim = log.get(UniqueValue, UniqueValue.key_for(scope, value))
-    if claim is None:
-        return []
-    claim.release(owner)
-    return [claim]
-
-
-def _owner(log: Aggregates, scope: str, value: str) -> str | None:
-    claim = log.get(UniqueValue, UniqueValue.key_for(scope, value))
-    return claim.owner if claim is not None and claim.owner else None
-
-
 def _existing(log: Aggregates, cls, key: str):
     aggregate = log.get(cls, key)
     if aggregate is None:
@@ -65,13 +38,8 @@ def _existing(log: Aggregates, cls, key: str):
     return aggregate
 
 
-def _rename(
-    log: Aggregates, scope: str, old: str, new: str, owner: str, description: str
-) -> list[UniqueValue]:
-    """Claims to save when ``owner`` changes a unique value from ``old`` to ``new``."""
-    if old == new:
-        return []
-    return [_claim(log, scope, new, owner, description), *_released(log, scope, old, owner)]
+def _free(log: Aggregates, scope: str, value: str, owner: str, what: str) -> None:
+    ensure_free(log.owner_of, scope, value, owner, what)
 
 
 class CatalogCommands:
@@ -93,30 +61,19 @@ class CatalogCommands:
         def decide(log: Aggregates) -> Decision[str]:
             backend_id = self._new_id()
             backend = Backend.create(backend_id, name, base_url, type)
-            return Decision(
-                backend_id,
-                [
-                    backend,
-                    _claim(log, BACKEND_NAME, name, backend_id, f"backend name '{name}'"),
-                    _claim(log, BACKEND_URL, base_url, backend_id, f"backend baseUrl '{base_url}'"),
-                ],
-            )
+            _free(log, BACKEND_NAME, name, backend_id, f"backend name '{name}'")
+            _free(log, BACKEND_URL, base_url, backend_id, f"backend baseUrl '{base_url}'")
+            return Decision(backend_id, [backend])
 
         return await self._runner.run(decide, ctx)
 
     async def update_backend(self, backend_id: str, name: str, base_url: str, type: str, ctx: CommandContext) -> None:
         def decide(log: Aggregates) -> Decision[None]:
             backend: Backend = _existing(log, Backend, backend_id)
-            old_name, old_url = backend.name, backend.base_url
             backend.update(name, base_url, type)
-            return Decision(
-                None,
-                [
-                    backend,
-                    *_rename(log, BACKEND_NAME, old_name, name, backend_id, f"backend name '{name}'"),
-                    *_rename(log, BACKEND_URL, old_url, base_url, backend_id, f"backend baseUrl '{base_url}'"),
-                ],
-            )
+            _free(log, BACKEND_NAME, name, backend_id, f"backend name '{name}'")
+            _free(log, BACKEND_URL, base_url, backend_id, f"backend baseUrl '{base_url}'")
+            return Decision(None, [backend])
 
         await self._runner.run(decide, ctx)
 
@@ -128,15 +85,7 @@ class CatalogCommands:
                 if group is not None and backend_id in group.backend_ids:
                     group.remove_backend(backend_id)
             backend.delete()
-            return Decision(
-                None,
-                [
-                    *[g for g in groups if g is not None],
-                    backend,
-                    *_released(log, BACKEND_NAME, backend.name, backend_id),
-                    *_released(log, BACKEND_URL, backend.base_url, backend_id),
-                ],
-            )
+            return Decision(None, [*[g for g in groups if g is not None], backend])
 
         await self._runner.run(decide, ctx)
 
@@ -148,24 +97,22 @@ class CatalogCommands:
         def decide(log: Aggregates) -> Decision[str]:
             spec.validate()
             model_id = spec.model
-            claim = _claim(log, MODEL_NAME, spec.model, model_id, f"model '{spec.model}'")
+            _free(log, MODEL_NAME, spec.model, model_id, f"model '{spec.model}'")
             model = log.get(Model, model_id)
             if model is None:
                 model = Model.declare(model_id, spec)
             else:
                 model.redeclare(spec)
-            return Decision(model_id, [model, claim])
+            return Decision(model_id, [model])
 
         return await self._runner.run(decide, ctx)
 
     async def update_model(self, model_id: str, spec: ModelSpec, ctx: CommandContext) -> None:
         def decide(log: Aggregates) -> Decision[None]:
             model: Model = _existing(log, Model, model_id)
-            old_name = model.model
             model.update(spec)
-            return Decision(
-                None, [model, *_rename(log, MODEL_NAME, old_name, spec.model, model_id, f"model '{spec.model}'")]
-            )
+            _free(log, MODEL_NAME, spec.model, model_id, f"model '{spec.model}'")
+            return Decision(None, [model])
 
         await self._runner.run(decide, ctx)
 
@@ -175,7 +122,7 @@ class CatalogCommands:
         def decide(log: Aggregates) -> Decision[None]:
             if name == self._protected_model:
                 raise Forbidden("serverops: immutable model")
-            model_id = _owner(log, MODEL_NAME, name)
+            model_id = log.owner_of(MODEL_NAME, name)
             if model_id is None:
                 raise NotFound("libdb: not found")
             model: Model = _existing(log, Model, model_id)
@@ -184,10 +131,7 @@ class CatalogCommands:
                 if group is not None and model_id in group.model_ids:
                     group.remove_model(model_id, cascade=True)
             model.delete()
-            return Decision(
-                None,
-                [*[g for g in groups if g is not None], model, *_released(log, MODEL_NAME, name, model_id)],
-            )
+            return Decision(None, [*[g for g in groups if g is not None], model])
 
         await self._runner.run(decide, ctx)
 
@@ -197,18 +141,17 @@ class CatalogCommands:
         def decide(log: Aggregates) -> Decision[str]:
             group_id = self._new_id()
             group = AffinityGroup.create(group_id, name, purpose_type)
-            return Decision(group_id, [group, _claim(log, GROUP_NAME, name, group_id, f"group name '{name}'")])
+            _free(log, GROUP_NAME, name, group_id, f"group name '{name}'")
+            return Decision(group_id, [group])
 
         return await self._runner.run(decide, ctx)
 
     async def update_group(self, group_id: str, name: str, purpose_type: str, ctx: CommandContext) -> None:
         def decide(log: Aggregates) -> Decision[None]:
             group: AffinityGroup = _existing(log, AffinityGroup, group_id)
-            old_name = group.name
             group.update(name, purpose_type)
-            return Decision(
-                None, [group, *_rename(log, GROUP_NAME, old_name, name, group_id, f"group name '{name}'")]
-            )
+            _free(log, GROUP_NAME, name, group_id, f"group name '{name}'")
+            return Decision(None, [group])
 
         await self._runner.run(decide, ctx)
 
@@ -216,7 +159,7 @@ class CatalogCommands:
         def decide(log: Aggregates) -> Decision[None]:
             group: AffinityGroup = _existing(log, AffinityGroup, group_id)
             group.delete()
-            return Decision(None, [group, *_released(log, GROUP_NAME, group.name, group_id)])
+            return Decision(None, [group])
 
         await self._runner.run(decide, ctx)
 
@@ -275,11 +218,12 @@ def _seed(log: Aggregates, internal: InternalGroup, default: DefaultModel, tenan
             group = AffinityGroup.create(internal.group_id, internal.name, internal.purpose_type)
         else:
             group.recreate(internal.name, internal.purpose_type)
-        save += [group, _claim(log, GROUP_NAME, internal.name, internal.group_id, f"group name '{internal.name}'")]
+        _free(log, GROUP_NAME, internal.name, internal.group_id, f"group name '{internal.name}'")
+        save.append(group)
 
-    # The claim and the model are read one after the other: another process seeding at the same time
+    # The index and the model are read one after the other: another process seeding at the same time
     # (worker processes start together) may have written both in between, so the model decides.
-    model_id = _owner(log, MODEL_NAME, default.name) or str(uuid.uuid5(tenancy, default.name))
+    model_id = log.owner_of(MODEL_NAME, default.name) or str(uuid.uuid5(tenancy, default.name))
     model = log.get(Model, model_id)
     if model is None or model.deleted:
         spec = ModelSpec(default.name, default.context_length, **{internal.capability: True})
@@ -287,7 +231,8 @@ def _seed(log: Aggregates, internal: InternalGroup, default: DefaultModel, tenan
             model = Model.declare(model_id, spec)
         else:
             model.redeclare(spec)
-        save += [model, _claim(log, MODEL_NAME, default.name, model_id, f"model '{default.name}'")]
+        _free(log, MODEL_NAME, default.name, model_id, f"model '{default.name}'")
+        save.append(model)
     else:
         model.require(default.context_length, internal.capability)
         save.append(model)

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from eventsourcing.persistence import RecordConflictError, StoredEvent
@@ -38,7 +38,7 @@ from chainloom.domain.eventsource.signatures import check_secret, verify
 from chainloom.domain.storable import check_storable
 from chainloom.infra.erasure import erase
 from chainloom.infra.eventlog import EventLog
-from chainloom.infra.groupcommit import GroupCommit
+from chainloom.infra.logwriter import LogWriter
 from chainloom.infra.secrets import SecretBox, SecretsUnavailable
 from chainloom.infra.timefmt import format_ns, parse_ns
 
@@ -49,6 +49,9 @@ RunBlocking = Callable[..., Awaitable[Any]]
 # cookies, API keys, and secret tokens some senders put in a header (X-Gitlab-Token).
 UNKEPT_HEADER = re.compile(r"authorization|cookie|token|secret|password|passwd|api[-_]?key|private[-_]?key|credential", re.I)
 _INSERT_ATTEMPTS = 3
+# A delivery this small whose mapping is cached is received on the event loop: parsing and mapping it
+# costs less than handing it to a thread. Larger ones are parsed in the thread pool.
+_INLINE_DELIVERY_BYTES = 16 * 1024
 
 
 class Deletable(Protocol):
@@ -70,42 +73,72 @@ class RawIds:
             return f"evt_{self._last}"
 
 
+class Counter(Protocol):
+    """A count several processes share (``web.workers.SharedVersion``)."""
+
+    def __call__(self) -> int: ...
+
+    def bump(self) -> None: ...
+
+
 class MappingCache:
     """Mappings in force, each kept for ``ttl`` seconds after it was read from the log.
 
     A change made through this process clears the cache before it is answered,
-    so it holds for the very next webhook; one made by another process is seen
-    within ``ttl`` (the reference runtime waited up to 3 s). ``POST /sync``
-    clears it too. A generation counter keeps a read that raced with a
-    change from storing what it read before the change.
+    so it holds for the very next webhook; so does one made through another
+    worker of the same ``chainloom serve``, which moves the ``changes`` count
+    they share (an entry is kept only while that count stands still). One made
+    by another server is seen within ``ttl`` (the reference runtime waited up
+    to 3 s). ``POST /sync`` clears it too. A generation counter keeps a read
+    that raced with a change from storing what it read before the change.
     """
 
-    def __init__(self, load: Callable[[str], MappingConfig | None], ttl: float = 1.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        load: Callable[[str], MappingConfig | None],
+        ttl: float = 1.0,
+        max_entries: int = 10_000,
+        changes: Counter | None = None,
+    ) -> None:
         self._load = load
         self._ttl = ttl
         self._max_entries = max_entries
-        self._entries: dict[str, tuple[MappingConfig | None, float]] = {}
+        self._changes = changes
+        self._entries: dict[str, tuple[MappingConfig | None, float, int]] = {}
         self._generation = 0
         self._lock = threading.Lock()
 
-    def get(self, path: str) -> MappingConfig | None:
-        now = time.monotonic()
+    def _changed(self) -> int:
+        return self._changes() if self._changes is not None else 0
+
+    def fresh(self, path: str) -> tuple[bool, MappingConfig | None]:
+        """``(True, mapping)`` when the cache holds ``path`` (None: no mapping), without reading the log."""
         entry = self._entries.get(path)
-        if entry is not None and now - entry[1] < self._ttl:
-            return entry[0]
-        generation = self._generation
+        if entry is not None and time.monotonic() - entry[1] < self._ttl and entry[2] == self._changed():
+            return True, entry[0]
+        return False, None
+
+    def get(self, path: str) -> MappingConfig | None:
+        known, config = self.fresh(path)
+        if known:
+            return config
+        now = time.monotonic()
+        generation, changed = self._generation, self._changed()
         config = self._load(path)
         with self._lock:
             if generation == self._generation:
                 if len(self._entries) >= self._max_entries:
                     self._entries.clear()
-                self._entries[path] = (config, now)
+                self._entries[path] = (config, now, changed)
         return config
 
     def clear(self) -> None:
+        """Forget every mapping read, here and in the processes sharing ``changes``."""
         with self._lock:
             self._generation += 1
             self._entries.clear()
+        if self._changes is not None:
+            self._changes.bump()
 
 
 def parse_payload(body: bytes) -> dict[str, Any]:
@@ -169,10 +202,33 @@ def ingest_answer(event: Json, raw: Json) -> Json:
     return answer | {"raw_id": raw["id"], "raw_nid": raw["nid"]}
 
 
+@dataclass
+class _Delivery:
+    """A webhook delivery made ready to keep: its raw payload, and the event its mapping made (if any)."""
+
+    now: int
+    path: str
+    kept: dict[str, str]
+    payload: dict[str, Any]
+    raw_id: str
+    event: ExternalEvent | None = None
+    appended: list[StoredEvent] = field(default_factory=list)
+    failure: DomainError | None = None
+
+
+@dataclass
+class _Refused:
+    """A delivery refused before its payload could be kept (``kept``: the record of the refusal, if any)."""
+
+    refusal: DomainError
+    kept: list[StoredEvent] = field(default_factory=list)
+
+
 class EventSourceCommands:
     def __init__(
         self,
         runner: CommandRunner,
+        writer: LogWriter,
         log: EventLog,
         run_blocking: RunBlocking,
         wait_for: Callable[[int | None], Awaitable[None]],
@@ -180,7 +236,9 @@ class EventSourceCommands:
         secrets: SecretBox | None,
         clock: Callable[[], int] | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        mapping_changes: Counter | None = None,
     ) -> None:
+        """``mapping_changes``: counted by every worker of one ``chainloom serve`` (their mapping caches)."""
         self._runner = runner
         self._log = log
         self._run_blocking = run_blocking
@@ -190,9 +248,9 @@ class EventSourceCommands:
         self._clock = clock or (lambda: time.time_ns())  # looked up per call, so tests can pin it
         self._new_id = new_id
         self._raw_ids = RawIds()
-        # Independent appends arriving together share a transaction (see infra.groupcommit).
-        self._insert = GroupCommit(log.insert).insert
-        self._mappings = MappingCache(self._mapping_in_log)
+        # Appends arriving together share a transaction (see infra.logwriter).
+        self._writer = writer
+        self._mappings = MappingCache(self._mapping_in_log, changes=mapping_changes)
 
     # -- the log -------------------------------------------------------------
 
@@ -242,7 +300,7 @@ class EventSourceCommands:
         event.validate(now)
         stored = self._log.mapper.to_stored_external(event)
         try:
-            positions = await self._run_blocking(self._insert, [stored])
+            positions = await self._writer.append([stored])
         except RecordConflictError:
             raise Conflict(f"libdb: unique constraint violation: event '{event.id}' is already recorded") from None
         await self._wait_for(positions[0])
@@ -270,7 +328,7 @@ class EventSourceCommands:
         raw_id = raw_id or self._new_id()
         stored = self._stored([RawEvent.receive(raw_id, received_at, path, headers, payload)], ctx)
         try:
-            positions = await self._run_blocking(self._insert, stored)
+            positions = await self._writer.append(stored)
         except RecordConflictError:
             raise Conflict(f"libdb: unique constraint violation: raw event '{raw_id}' is already recorded") from None
         await self._wait_for(positions[0])
@@ -280,78 +338,93 @@ class EventSourceCommands:
     async def ingest(self, path: str, body: bytes, headers: Mapping[str, str], ctx: CommandContext) -> Json:
         """``POST /ingest``: verify the signature (if the mapping asks for one), keep the raw payload,
         then append the event the mapping makes of it (see ``ingest_answer``)."""
-        outcome, position = await self._run_blocking(self._ingest, path, body, headers, ctx)
+        known, config = self._mappings.fresh(path)
+        if known and len(body) <= _INLINE_DELIVERY_BYTES:  # no read, little work: no thread hand-off
+            delivery = self._receive(config, path, body, headers, ctx)
+        else:
+            delivery = await self._run_blocking(self._read_and_receive, path, body, headers, ctx)
+        if isinstance(delivery, _Refused):
+            position = max(await self._writer.append(delivery.kept)) if delivery.kept else None
+            return await self._answer(delivery.refusal, position)
+        outcome, position = await self._keep(delivery, len(body), ctx)
         return await self._answer(outcome, position)
 
-    def _ingest(
+    def _read_and_receive(
         self, path: str, body: bytes, headers: Mapping[str, str], ctx: CommandContext
-    ) -> tuple[Json | DomainError, int | None]:
+    ) -> _Delivery | _Refused:
+        return self._receive(self._mappings.get(path), path, body, headers, ctx)
+
+    def _receive(
+        self, config: MappingConfig | None, path: str, body: bytes, headers: Mapping[str, str], ctx: CommandContext
+    ) -> _Delivery | _Refused:
+        """Everything about a delivery under its mapping that needs no write: signature, payload, event."""
         now = self._clock()
-        config = self._mappings.get(path)
         if ctx.signature_required and (config is None or not config.signature_scheme):
             # No key, and no signature that could stand in for it: nothing is kept.
-            return Unauthorized("missing API key: send it in the X-API-Key header, or sign the delivery"), None
+            return _Refused(Unauthorized("missing API key: send it in the X-API-Key header, or sign the delivery"))
         if config is not None and config.signature_scheme:
             try:
                 self._verify(config, body, headers, now)
             except Unauthorized as refusal:
                 digest = hashlib.sha256(body).hexdigest()
                 rejection = WebhookDelivery.reject(self._new_id(), path, refusal.message, format_ns(now), len(body), digest)
-                return refusal, max(self._insert(self._stored([rejection], ctx)))
+                return _Refused(refusal, self._stored([rejection], ctx))
         payload = parse_payload(body)
         kept = kept_headers(headers)
-        raw_id = self._raw_ids(now)  # before the event's: evt_<the instant it was received>
-        failure: DomainError | None = None
-        event: ExternalEvent | None = None
+        delivery = _Delivery(now, path, kept, payload, self._raw_ids(now))  # the raw id before the event's
         if config is None:
-            failure = NotFound(
+            delivery.failure = NotFound(
                 f"failed to ingest event: failed to get mapping for path {path}: mapping not found: serverops: not found"
             )
-        else:
-            try:
-                event = self._map(
-                    config,
-                    payload,
-                    kept,
-                    now,
-                    f"failed to ingest event: failed to apply mapping for path {path}",
-                    "failed to ingest event: failed to append event",
-                )
-            except Unprocessable as error:
-                failure = error
-        appended: list[StoredEvent] = []
-        if event is not None:
-            try:
-                appended = [self._log.mapper.to_stored_external(event)]
-            except TooLarge as error:  # like a mapping that cannot be applied: the payload is kept
-                failure, event = error, None
+            return delivery
+        try:
+            delivery.event = self._map(
+                config,
+                payload,
+                kept,
+                now,
+                f"failed to ingest event: failed to apply mapping for path {path}",
+                "failed to ingest event: failed to append event",
+            )
+            delivery.appended = [self._log.mapper.to_stored_external(delivery.event)]
+        except Unprocessable as error:
+            delivery.failure = error
+        except TooLarge as error:  # like a mapping that cannot be applied: the payload is kept
+            delivery.failure, delivery.event = error, None
+        return delivery
+
+    async def _keep(self, delivery: _Delivery, size: int, ctx: CommandContext) -> tuple[Json | DomainError, int]:
+        """Store the raw payload and the mapped event together; the payload alone if the event is refused."""
+        now, raw_id, failure = delivery.now, delivery.raw_id, delivery.failure
         for attempt in range(_INSERT_ATTEMPTS):
             if attempt:
                 raw_id = self._raw_ids(now)
             # The raw payload's size was bounded when it was read (CHAINLOOM_INGEST_MAX_BYTES).
             receipt = self._stored(
-                [RawEvent.receive(raw_id, format_ns(now), path, kept, payload)], ctx, size_limited=False
+                [RawEvent.receive(raw_id, format_ns(now), delivery.path, delivery.kept, delivery.payload)],
+                ctx,
+                size_limited=False,
             )
             try:
-                positions = self._insert(receipt + appended)
+                positions = await self._writer.append(receipt + delivery.appended)
             except RecordConflictError:
-                if not appended:
+                if not delivery.appended:
                     continue  # the raw id was taken (by another process): take the next one
                 try:
-                    positions = self._insert(receipt)  # keep the payload all the same
+                    positions = await self._writer.append(receipt)  # keep the payload all the same
                 except RecordConflictError:
                     continue
-                assert event is not None  # something was appended: the mapping made an event
+                assert delivery.event is not None  # something was appended: the mapping made an event
                 failure = Conflict(
                     "failed to ingest event: failed to append event: libdb: unique constraint violation:"
-                    f" event '{event.id}' is already recorded"
+                    f" event '{delivery.event.id}' is already recorded"
                 )
             if failure is not None:
                 return failure, max(positions)
-            assert event is not None  # no failure: the mapping made an event
-            raw = _raw_answer(raw_id, positions[0], format_ns(now), path, kept, payload)
-            answer = ingest_answer(event.envelope(format_ns(now)) | {"nid": positions[1]}, raw)
-            return trim_echo(answer, len(body), "payload", "data"), max(positions)
+            assert delivery.event is not None  # no failure: the mapping made an event
+            raw = _raw_answer(raw_id, positions[0], format_ns(now), delivery.path, delivery.kept, delivery.payload)
+            answer = ingest_answer(delivery.event.envelope(format_ns(now)) | {"nid": positions[1]}, raw)
+            return trim_echo(answer, size, "payload", "data"), max(positions)
         raise Conflict("failed to ingest event: no free raw event id; try again")
 
     def _map(
@@ -398,10 +471,18 @@ class EventSourceCommands:
 
     async def replay(self, nid: int, from_ns: int, to_ns: int) -> None:
         """Map a kept raw event again with the current mapping, appending a new event."""
-        outcome, position = await self._run_blocking(self._replay, nid, from_ns, to_ns)
-        await self._answer(outcome, position)
+        event = await self._run_blocking(self._remap, nid, from_ns, to_ns)
+        try:
+            positions = await self._writer.append([self._log.mapper.to_stored_external(event)])
+        except RecordConflictError:
+            raise Conflict(
+                "failed to replay event: failed to append replayed domain event: libdb: unique constraint violation:"
+                f" event '{event.id}' is already recorded"
+            ) from None
+        await self._wait_for(positions[0])
 
-    def _replay(self, nid: int, from_ns: int, to_ns: int) -> tuple[None, int]:
+    def _remap(self, nid: int, from_ns: int, to_ns: int) -> ExternalEvent:
+        """The event the current mapping makes of the raw event at ``nid``."""
         found = self._log.read(after=nid - 1, limit=1) if nid > 0 else []
         raw = found[0] if found else None
         if (
@@ -422,7 +503,7 @@ class EventSourceCommands:
                 " serverops: not found"
             )
         now = self._clock()
-        event = self._map(
+        return self._map(
             config,
             data["payload"],
             data["headers"],
@@ -430,14 +511,6 @@ class EventSourceCommands:
             f"failed to replay event: failed to apply mapping to raw event (nid={nid}, path={config.path})",
             "failed to replay event: failed to append replayed domain event",
         )
-        try:
-            positions = self._insert([self._log.mapper.to_stored_external(event)])
-        except RecordConflictError:
-            raise Conflict(
-                "failed to replay event: failed to append replayed domain event: libdb: unique constraint violation:"
-                f" event '{event.id}' is already recorded"
-            ) from None
-        return None, positions[0]
 
     # -- mappings ------------------------------------------------------------
 

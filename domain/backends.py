@@ -8,6 +8,7 @@ from eventsourcing.domain import event
 
 from chainloom.domain.base import Aggregate
 from chainloom.domain.errors import NotFound, Unprocessable
+from chainloom.domain.uniqueness import BACKEND_NAME, BACKEND_URL
 
 BackendType = Literal["ollama", "vllm"]
 BACKEND_TYPES: tuple[str, ...] = get_args(BackendType)
@@ -49,6 +50,9 @@ class Backend(Aggregate):
         self.base_url = base_url
         self.type = type
         self.deleted = False
+
+    def unique_values(self) -> dict[str, str]:
+        return {} if self.deleted else {BACKEND_NAME: self.name, BACKEND_URL: self.base_url}
 
     def ensure_exists(self) -> None:
         if self.deleted:

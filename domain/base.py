@@ -54,6 +54,12 @@ class Aggregate(BaseAggregate[str]):
         for name in declared:
             _declaring_aggregate[getattr(cls, name)] = cls
 
+    def unique_values(self) -> dict[str, str]:
+        """The values this aggregate holds that no other may hold at the same time, by scope
+        (``{"backend.name": "ollama-1"}``); none by default, and none once deleted
+        (``domain.uniqueness``)."""
+        return {}
+
     @classmethod
     def stream_id(cls, key: str) -> str:
         return f"{cls.aggregate_type}:{key}"

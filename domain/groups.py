@@ -12,6 +12,7 @@ from eventsourcing.domain import event
 
 from chainloom.domain.base import Aggregate
 from chainloom.domain.errors import Conflict, Forbidden, NotFound
+from chainloom.domain.uniqueness import GROUP_NAME
 
 EMBED_GROUP_ID = "internal_embed_group"
 TASKS_GROUP_ID = "internal_tasks_group"
@@ -81,6 +82,9 @@ class AffinityGroup(Aggregate):
     @property
     def immutable(self) -> bool:
         return self.key in IMMUTABLE_GROUP_IDS
+
+    def unique_values(self) -> dict[str, str]:
+        return {} if self.deleted else {GROUP_NAME: self.name}
 
     def ensure_exists(self) -> None:
         if self.deleted:

@@ -9,6 +9,7 @@ from eventsourcing.domain import event
 
 from chainloom.domain.base import Aggregate
 from chainloom.domain.errors import BadRequest, Conflict, NotFound, Unprocessable
+from chainloom.domain.uniqueness import MODEL_NAME
 
 # The largest context length every read store can hold (a 32-bit integer column).
 MAX_CONTEXT_LENGTH = 2**31 - 1
@@ -94,6 +95,9 @@ class Model(Aggregate):
         return ModelSpec(
             self.model, self.context_length, self.can_chat, self.can_embed, self.can_prompt, self.can_stream
         )
+
+    def unique_values(self) -> dict[str, str]:
+        return {} if self.deleted else {MODEL_NAME: self.model}
 
     def ensure_exists(self) -> None:
         if self.deleted:

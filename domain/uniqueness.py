@@ -1,20 +1,43 @@
-"""Unique values across aggregates (backend names, base URLs, model and group names).
+"""Values unique across aggregates: backend names and base URLs, model and group names.
 
-A value is claimed by creating (or re-claiming) the aggregate whose id *is* the
-value. The claim is saved in the same transaction as the owner's events, so two
-concurrent claims of one value cannot both be stored: the second insert of
-version 1 collides in the log and the command is retried, then refused.
+An aggregate says which values it holds (``Aggregate.unique_values``). The log
+keeps an index of who holds what, written in the transaction that appends the
+holder's events, where the database refuses a second holder of a value: two
+concurrent creates of one name cannot both be stored, whichever processes
+make them; the loser's command is decided again and refused with the 409
+``ensure_free`` gives. The index is derived from the aggregates, so it can be
+built again from any log.
+
+``UniqueValue`` is how claims were kept before (an aggregate per value, two
+extra events per create): logs written then still hold its events, which stay
+readable, bookkeeping that the public event API does not list.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from eventsourcing.domain import event
 
 from chainloom.domain.base import Aggregate
 from chainloom.domain.errors import Conflict
 
+BACKEND_NAME = "backend.name"
+BACKEND_URL = "backend.baseUrl"
+MODEL_NAME = "model.name"
+GROUP_NAME = "group.name"
+
+
+def ensure_free(owner_of: Callable[[str, str], str | None], scope: str, value: str, owner: str, what: str) -> None:
+    """Refuse (409) a value of ``scope`` that an aggregate other than ``owner`` holds; ``what`` names it."""
+    holder = owner_of(scope, value)
+    if holder and holder != owner:
+        raise Conflict(f"libdb: unique constraint violation: {what} already exists")
+
 
 class UniqueValue(Aggregate):
+    """A claim of one value (logs written before the index): read, never written now."""
+
     # Bookkeeping, not a fact clients asked about: its events stay on the log (and Kafka) for
     # audit, but the public event API does not list them.
     aggregate_type = "unique_value"

@@ -26,7 +26,14 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 
-from chainloom.infra.schema import LOCK_IN_TRANSACTION, LOCK_NAME, schema_lock, uses_postgres
+from chainloom.infra.schema import (
+    LOCK_IN_TRANSACTION,
+    LOCK_NAME,
+    POSTGRES_RELATIONS,
+    SQLITE_RELATIONS,
+    schema_lock,
+    uses_postgres,
+)
 
 Row = dict[str, Any]
 
@@ -99,6 +106,11 @@ class SqlCursor:
 class ReadStoreMixin:
     placeholder = "?"
     tracking_table = "tracking"
+    relations_query = SQLITE_RELATIONS
+    # Whether set-up reads the catalogue and creates only what is missing (``projections.base.create_tables``).
+    # Not SQLite: a transaction that has read cannot start writing once another connection wrote since, and
+    # its one write lock leaves no deadlock to avoid; it runs the ``IF NOT EXISTS`` statements as they are.
+    looks_before_creating = False
 
     @contextmanager
     def transaction(self, *, commit: bool = True) -> Iterator[SqlCursor]:
@@ -135,6 +147,11 @@ class ReadStoreMixin:
     def lock_schema(self, cursor: SqlCursor) -> None:
         """Serialise table creation in this transaction with other processes' (infra/schema.py)."""
 
+    def relations(self, cursor: SqlCursor) -> set[str]:
+        """The names of the tables and indexes there are (set-up creates only what is missing)."""
+        cursor.execute(self.relations_query)
+        return {row["name"] for row in cursor.fetchall()}
+
     def lock_projections(self, cursor: SqlCursor) -> None:
         """Hold the projection lock until this transaction ends (SQLite: its write lock, taken now).
 
@@ -154,9 +171,8 @@ class ReadStoreMixin:
 
     # -- faults and skips ---------------------------------------------------------
 
-    def create_housekeeping(self, cursor: SqlCursor) -> None:
-        for statement in _HOUSEKEEPING_SCHEMA:
-            cursor.execute(statement)
+    # The fault and skip records' tables, created with the read models' (``projections.base.create_tables``).
+    housekeeping_schema = _HOUSEKEEPING_SCHEMA
 
     def faults(self, cursor: SqlCursor, names: Sequence[str] | None = None) -> dict[str, Fault]:
         """The faulted projections among ``names`` (all when None), read inside the cursor's transaction."""
@@ -209,14 +225,36 @@ class ReadStoreMixin:
         cursor.execute(create_statement)
 
 
+# Commits of the read store need not wait for the disk: everything in it is derived from the log, and a
+# projection's rows and its position are committed together, so a power failure can only take both back
+# to an earlier position, from which the runner projects again. The log itself is synced at every commit.
+
+
 class SQLiteReadStore(ReadStoreMixin, SQLiteTrackingRecorder):
     placeholder = "?"
     tracking_table = "tracking"
+
+    @contextmanager
+    def transaction(self, *, commit: bool = True) -> Iterator[SqlCursor]:
+        with self.datastore.get_connection(commit=commit) as connection:
+            if commit:  # a per-connection setting, and only outside a transaction
+                connection.cursor().execute("PRAGMA synchronous = NORMAL")
+            with connection.transaction(commit=commit) as raw:
+                yield SqlCursor(raw, self.placeholder)
 
 
 class PostgresReadStore(ReadStoreMixin, PostgresTrackingRecorder):
     placeholder = "%s"
     tracking_table = "notification_tracking"
+    relations_query = POSTGRES_RELATIONS
+    looks_before_creating = True
+
+    @contextmanager
+    def transaction(self, *, commit: bool = True) -> Iterator[SqlCursor]:
+        with super().transaction(commit=commit) as cursor:
+            if commit:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            yield cursor
 
     def lock_schema(self, cursor: SqlCursor) -> None:
         cursor.execute(LOCK_IN_TRANSACTION, (LOCK_NAME,))

@@ -59,12 +59,20 @@ def open_secret_box(configured_key: str, key_file: Path | None) -> SecretBox | N
     if key_file is None:
         return None
     if not key_file.exists():
+        # Written whole under a name of its own, then linked into place: a process starting at the same
+        # time (the workers of `chainloom serve`) finds either no key file or a complete one, never an
+        # empty one being written.
         key_file.parent.mkdir(parents=True, exist_ok=True)
+        draft = key_file.with_name(f".{key_file.name}.{os.getpid()}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(base64.b64encode(os.urandom(32)).decode())
+            out.flush()
+            os.fsync(out.fileno())
         try:
-            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
+            os.link(draft, key_file)
+        except FileExistsError:  # another process made it first: use that one
             pass
-        else:
-            with os.fdopen(descriptor, "w") as out:
-                out.write(base64.b64encode(os.urandom(32)).decode())
+        finally:
+            draft.unlink()
     return SecretBox(base64.b64decode(key_file.read_text().strip()))

@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(1, ge=1, validation_alias=_env("KAFKA_REPLICATION_FACTOR"))
     # Whether `chainloom serve` runs the relay itself (else run `chainloom relay`).
     kafka_relay_in_serve: bool = Field(True, validation_alias=_env("KAFKA_RELAY_IN_SERVE"))
-    # Seconds between the relay's looks at the log for writes made by other processes.
-    kafka_relay_poll: float = Field(0.05, gt=0, validation_alias=_env("KAFKA_RELAY_POLL"))
+    # Seconds between the relay's looks at the log for writes made by other processes (on PostgreSQL
+    # the log's NOTIFY wakes it instead, and it looks unasked only every 0.5 s).
+    kafka_relay_poll: float = Field(0.01, gt=0, validation_alias=_env("KAFKA_RELAY_POLL"))
     # Consumer group of the projector workers (`chainloom project`); default "<prefix>projections".
     kafka_group: str = Field("", validation_alias=_env("KAFKA_GROUP"))
     # Who keeps the read models: this process following the log ("embedded"), or
@@ -84,6 +85,8 @@ class Settings(BaseSettings):
     # Live event streams: seconds between keep-alive comments; events buffered per slow subscriber.
     sse_keepalive: float = Field(15.0, gt=0, validation_alias=_env("SSE_KEEPALIVE"))
     sse_queue_size: int = Field(1000, ge=1, validation_alias=_env("SSE_QUEUE_SIZE"))
+    # Seconds an Idempotency-Key is kept after its first request (a retry within it is not applied again).
+    idempotency_window: float = Field(24 * 3600.0, gt=0, validation_alias=_env("IDEMPOTENCY_WINDOW"))
 
     @field_validator("embed_model", "task_model", "chat_model")
     @classmethod

@@ -82,12 +82,17 @@ class CatalogQueries:
         self._run_blocking = run_blocking
         self._cache = cache
 
-    async def _rows(self, sql: str, *params: Any) -> list[Row]:
-        # Rows are shared by the cache: build responses from them, never change them.
-        return await self._cache.get((sql, params), lambda: self._run_blocking(self._store.query, sql, params))
+    async def _rows(self, shape: Callable[[Row], Json], sql: str, *params: Any) -> list[Json]:
+        """The rows as the API shows them, remembered until the read models move (shared by every answer
+        that uses them until then: never change them)."""
 
-    async def _one(self, sql: str, *params: Any) -> Row:
-        rows = await self._rows(sql, *params)
+        async def load() -> list[Json]:
+            return [shape(row) for row in await self._run_blocking(self._store.query, sql, params)]
+
+        return await self._cache.get((shape, sql, params), load)
+
+    async def _one(self, shape: Callable[[Row], Json], sql: str, *params: Any) -> Json:
+        rows = await self._rows(shape, sql, *params)
         if not rows:
             raise NotFound("libdb: not found")
         return rows[0]
@@ -95,84 +100,83 @@ class CatalogQueries:
     # -- backends ------------------------------------------------------------
 
     async def backends(self, page: Page) -> list[Json]:
-        rows = await self._rows(
+        return await self._rows(
+            backend_status_json,
             f"SELECT {_BACKEND_COLUMNS} FROM backends b WHERE b.created_at < ?"
             " ORDER BY b.created_at DESC, b.id DESC LIMIT ?",
             page.before_ns,
             page.limit,
         )
-        return [backend_status_json(r) for r in rows]
 
     async def backend(self, backend_id: str) -> Json:
-        return backend_status_json(await self._one(f"SELECT {_BACKEND_COLUMNS} FROM backends b WHERE b.id = ?", backend_id))
+        return await self._one(backend_status_json, f"SELECT {_BACKEND_COLUMNS} FROM backends b WHERE b.id = ?", backend_id)
 
     async def plain_backend(self, backend_id: str) -> Json:
-        return backend_json(await self._one(f"SELECT {_BACKEND_COLUMNS} FROM backends b WHERE b.id = ?", backend_id))
+        return await self._one(backend_json, f"SELECT {_BACKEND_COLUMNS} FROM backends b WHERE b.id = ?", backend_id)
 
     async def backends_of_group(self, group_id: str) -> list[Json]:
-        rows = await self._rows(
+        return await self._rows(
+            backend_json,
             f"SELECT {_BACKEND_COLUMNS} FROM group_backends gb JOIN backends b ON b.id = gb.backend_id"
             " WHERE gb.group_id = ? ORDER BY gb.assigned_at DESC, b.id DESC",
             group_id,
         )
-        return [backend_json(r) for r in rows]
 
     # -- models --------------------------------------------------------------
 
     async def models(self, page: Page) -> list[Json]:
-        rows = await self._rows(
+        return await self._rows(
+            model_json,
             f"SELECT {_MODEL_COLUMNS} FROM models m WHERE m.created_at < ?"
             " ORDER BY m.created_at DESC, m.id DESC LIMIT ?",
             page.before_ns,
             page.limit,
         )
-        return [model_json(r) for r in rows]
 
     async def model(self, model_id: str) -> Json:
-        return model_json(await self._one(f"SELECT {_MODEL_COLUMNS} FROM models m WHERE m.id = ?", model_id))
+        return await self._one(model_json, f"SELECT {_MODEL_COLUMNS} FROM models m WHERE m.id = ?", model_id)
 
     async def models_of_group(self, group_id: str) -> list[Json]:
-        rows = await self._rows(
+        return await self._rows(
+            model_json,
             f"SELECT {_MODEL_COLUMNS} FROM group_models gm JOIN models m ON m.id = gm.model_id"
             " WHERE gm.group_id = ? ORDER BY gm.assigned_at DESC, m.id DESC",
             group_id,
         )
-        return [model_json(r) for r in rows]
 
     # -- groups --------------------------------------------------------------
 
     async def groups(self) -> list[Json]:
-        rows = await self._rows(f"SELECT {_GROUP_COLUMNS} FROM affinity_groups g ORDER BY g.created_at DESC, g.id DESC")
-        return [group_json(r) for r in rows]
+        return await self._rows(group_json, f"SELECT {_GROUP_COLUMNS} FROM affinity_groups g ORDER BY g.created_at DESC, g.id DESC")
 
     async def group(self, group_id: str) -> Json:
-        return group_json(await self._one(f"SELECT {_GROUP_COLUMNS} FROM affinity_groups g WHERE g.id = ?", group_id))
+        return await self._one(group_json, f"SELECT {_GROUP_COLUMNS} FROM affinity_groups g WHERE g.id = ?", group_id)
 
     async def group_by_name(self, name: str) -> Json:
-        return group_json(await self._one(f"SELECT {_GROUP_COLUMNS} FROM affinity_groups g WHERE g.name = ?", name))
+        return await self._one(group_json, f"SELECT {_GROUP_COLUMNS} FROM affinity_groups g WHERE g.name = ?", name)
 
     async def groups_by_purpose(self, purpose_type: str, page: Page) -> list[Json]:
-        rows = await self._rows(
+        return await self._rows(
+            group_json,
             f"SELECT {_GROUP_COLUMNS} FROM affinity_groups g WHERE g.purpose_type = ? AND g.created_at < ?"
             " ORDER BY g.created_at DESC, g.id DESC LIMIT ?",
             purpose_type,
             page.before_ns,
             page.limit,
         )
-        return [group_json(r) for r in rows]
 
     async def groups_of_backend(self, backend_id: str) -> list[Json]:
-        rows = await self._rows(
+        return await self._rows(
+            group_json,
             f"SELECT {_GROUP_COLUMNS} FROM group_backends gb JOIN affinity_groups g ON g.id = gb.group_id"
             " WHERE gb.backend_id = ? ORDER BY gb.assigned_at DESC, g.id DESC",
             backend_id,
         )
-        return [group_json(r) for r in rows]
 
     async def groups_of_model(self, model_id: str) -> list[Json]:
-        rows = await self._rows(
+        return await self._rows(
+            group_json,
             f"SELECT {_GROUP_COLUMNS} FROM group_models gm JOIN affinity_groups g ON g.id = gm.group_id"
             " WHERE gm.model_id = ? ORDER BY gm.assigned_at DESC, g.id DESC",
             model_id,
         )
-        return [group_json(r) for r in rows]

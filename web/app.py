@@ -17,18 +17,19 @@ from chainloom.infra.blocking import BlockingPool
 from chainloom.infra.bootstrap import open_resources
 from chainloom.infra.eventlog import EventLog
 from chainloom.infra.kafka_relay import RelayService, open_relay
+from chainloom.infra.logwriter import LogWriter
 from chainloom.infra.readstore import ReadStore
 from chainloom.infra.settings import Settings
 from chainloom.infra.singleton import Throttled, singleton_lock
 from chainloom.projections.live import LiveLog
 from chainloom.projections.registry import all_projectors
-from chainloom.projections.runner import ProjectionFaulted, ProjectionRunner
+from chainloom.projections.runner import ProjectionRunner
 from chainloom.projections.tracked import TrackedProjections
 from chainloom.projections.waits import ReadModels
 from chainloom.queries.cache import ReadCache
 from chainloom.queries.catalog import CatalogMemberships, CatalogQueries
 from chainloom.queries.eventsource import EventIndex, EventSourceQueries
-from chainloom.web import catalog, eventsource, system
+from chainloom.web import catalog, eventsource, idempotency, system
 from chainloom.web.errors import error_middleware
 from chainloom.web.keys import (
     CATALOG_COMMANDS,
@@ -36,33 +37,37 @@ from chainloom.web.keys import (
     EVENT_HUB,
     EVENTSOURCE_COMMANDS,
     EVENTSOURCE_QUERIES,
+    LOG_HEAD,
     PROJECTIONS,
     RELAY,
     SETTINGS,
-    SHARED_VERSION,
+    SIBLINGS,
 )
 from chainloom.web.middleware import request_id_middleware, token_middleware, url_values_middleware
 from chainloom.web.sse import EventHub
-from chainloom.web.workers import SharedVersion
+from chainloom.web.system import STARTUP, StartUp
+from chainloom.web.workers import Siblings
 
 logger = logging.getLogger(__name__)
 
-# A worker's projection runner looks at the log this often (writes made through other workers), and
-# a standby tries to take the projection lock this often (how soon it takes over from a dead holder).
-WORKER_POLL = 0.01
+# A worker's projection runner looks at the store this often even when no other worker rang its doorbell
+# (a fallback: rings wake it at once), and a standby tries to take the projection lock this often (how
+# soon it takes over from a dead holder).
+WORKER_POLL = 0.1
 LOCK_RETRY = 0.5
 
 
-def create_app(settings: Settings, shared: SharedVersion | None = None) -> web.Application:
-    """The service; ``shared`` when it is one of several worker processes (``web/workers.py``)."""
+def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Application:
+    """The service; ``siblings`` when it is one of several worker processes (``web/workers.py``)."""
     middlewares = [request_id_middleware, error_middleware]
     if settings.api_token:
         middlewares.append(token_middleware(settings.api_token))
     middlewares.append(url_values_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    idempotency.setup(app)  # Idempotency-Key on POST and PUT (the innermost middleware)
     app[SETTINGS] = settings
-    if shared is not None:
-        app[SHARED_VERSION] = shared
+    if siblings is not None:
+        app[SIBLINGS] = siblings
     app.cleanup_ctx.append(_services)
     app.add_routes(system.routes)
     app.add_routes(catalog.routes)
@@ -96,22 +101,21 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         pool = BlockingPool(settings.db_threads)
         stack.push_async_callback(asyncio.to_thread, pool.close)
-        # Decisions run one at a time in this process: the log serialises appends
-        # anyway, and deciding in turn spares concurrent writers of one aggregate
-        # from losing optimistic-concurrency races (other processes still may; the
-        # command runner then decides again).
-        writer = BlockingPool(1, name="writer")
-        stack.push_async_callback(asyncio.to_thread, writer.close)
         opened = ExitStack()
         stack.push_async_callback(asyncio.to_thread, opened.close)
         resources = await pool.run(opened.enter_context, open_resources(settings, secrets=True))
         log, store = resources.log, resources.store
+        await idempotency.open_keys(app, log, settings, pool.run)  # before anything writes under a key
+        # Every append of this process goes through one writer, which decides in turn (sparing concurrent
+        # writers of one aggregate from losing optimistic-concurrency races) and commits in groups.
+        writer = LogWriter(log)
+        stack.push_async_callback(asyncio.to_thread, writer.close)
 
-        shared = app.get(SHARED_VERSION)
-        runner = _read_models(settings, log, store, pool, shared)
+        siblings = app.get(SIBLINGS)
+        runner = _read_models(settings, log, store, pool, siblings)
         hub = app[EVENT_HUB]
         live: LiveLog | None = None
-        if isinstance(runner, ProjectionRunner) and shared is None:
+        if isinstance(runner, ProjectionRunner) and siblings is None:
             runner.add_listener(hub.publish)  # live streams get each batch the runner applies
         else:  # the read models are kept elsewhere (or by whichever worker holds the runner):
             live = LiveLog(log, pool.run, hub.publish, hub.subscriber_count)  # follow the log for the streams
@@ -128,9 +132,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                     relay.poke()
                 if live is not None:
                     live.poke()
-                await runner.wait_for(position, settings.projection_timeout, needs=needs)
-                if shared is not None:
-                    shared.bump()  # what this command wrote may be in a result another worker remembers
+                if siblings is not None:
+                    siblings.doorbell.ring()  # whichever worker projects: the log moved
+                await idempotency.read_your_writes(runner.wait_for, position, settings.projection_timeout, needs)
+                if siblings is not None:
+                    siblings.version.bump()  # what this command wrote may be in a result another worker remembers
 
             return wait_for
 
@@ -139,6 +145,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if live is not None:
             live.start()
             stack.push_async_callback(live.stop)
+        if siblings is not None:
+            siblings.doorbell.listen(lambda: _rung(runner, live))
+            stack.callback(siblings.doorbell.stop_listening)
         if relay is not None:
             relay.start()
             stack.push_async_callback(relay.stop)
@@ -151,36 +160,75 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         wait_for_eventsource = wait_on("eventsource")
         app[PROJECTIONS] = runner
         app[CATALOG_COMMANDS] = CatalogCommands(
-            CommandRunner(log, writer.run, wait_for_catalog), CatalogMemberships(store), settings.embed_model
+            CommandRunner(writer, wait_for_catalog), CatalogMemberships(store), settings.embed_model
         )
         # Remember query results while the read models stand still (only where this process moves them).
-        cache = ReadCache(_cache_stamp(runner, shared))
+        cache = ReadCache(_cache_stamp(runner, siblings))
         app[CATALOG_QUERIES] = CatalogQueries(store, pool.run, cache)
         app[EVENTSOURCE_COMMANDS] = EventSourceCommands(
-            CommandRunner(log, writer.run, wait_for_eventsource),
+            CommandRunner(writer, wait_for_eventsource),
+            writer,
             log,
             pool.run,
             wait_for_eventsource,
             EventIndex(store),
             resources.secrets,
+            mapping_changes=siblings.mapping_changes if siblings is not None else None,
         )
         app[EVENTSOURCE_QUERIES] = EventSourceQueries(store, pool.run)
-        try:
-            await app[CATALOG_COMMANDS].seed_internal_groups(default_models(settings), settings.tenancy)
-        except ProjectionFaulted as error:  # the seeds are stored; serve (degraded) until an operator acts
-            logger.warning("start-up seeding is stored but not yet shown: %s", error)
+        app[LOG_HEAD] = lambda: pool.run(log.head)
+        # Seed the default groups in the background: stored on the log at once (idempotently), then shown
+        # once the read models reach them — at once here when this process projects, whenever a projector
+        # worker runs in the distributed mode. Meanwhile the process serves, and /ready says what it awaits.
+
+        async def announce(position: int | None) -> None:
+            """The seeding's appends are announced like a command's, not waited for (``StartUp`` waits)."""
+            for follower in (relay, live, runner):
+                if follower is not None:
+                    follower.poke()
+            if siblings is not None:
+                siblings.doorbell.ring()
+
+        seeder = CatalogCommands(CommandRunner(writer, announce), CatalogMemberships(store), settings.embed_model)
+        startup = StartUp(
+            lambda: seeder.seed_internal_groups(default_models(settings), settings.tenancy),
+            lambda: pool.run(log.head),
+            runner,
+        )
+        app[STARTUP] = startup
+        await startup.start()
+        stack.push_async_callback(startup.stop)
+        if isinstance(runner, ProjectionRunner):
+            # This process (or a sibling worker) projects: the seeds show within moments, before the first answer.
+            await startup.settled(settings.projection_timeout)
         yield
 
 
+def _rung(runner: ReadModels, live: LiveLog | None) -> None:
+    """Another worker wrote or projected: look now rather than at the next poll."""
+    if isinstance(runner, ProjectionRunner):
+        runner.poke()
+    if live is not None:
+        live.poke()
+
+
 def _read_models(
-    settings: Settings, log: EventLog, store: ReadStore, pool: BlockingPool, shared: SharedVersion | None
+    settings: Settings, log: EventLog, store: ReadStore, pool: BlockingPool, siblings: Siblings | None
 ) -> ReadModels:
     """Embedded: this process follows the log — the one that holds the projection lock, when it is one
     of several workers. Kafka: projector workers do; this process watches their positions."""
     if settings.projections == "kafka":
-        return TrackedProjections(store, all_projectors(), pool.run)
-    if shared is None:
+        # On PostgreSQL the relay tracks its position in the read store's table: a wait can tell it is missing.
+        relay = f"kafka-relay:{settings.kafka_events_topic}" if settings.uses_postgres else None
+        return TrackedProjections(store, all_projectors(), pool.run, relay=relay)
+    if siblings is None:
         return ProjectionRunner(log, store, all_projectors(), pool.run)
+
+    def projected() -> None:
+        siblings.version.bump()
+        siblings.doorbell.ring()  # the others' commands waiting for this batch
+
+
     return ProjectionRunner(
         log,
         store,
@@ -188,16 +236,16 @@ def _read_models(
         pool.run,
         idle_poll=WORKER_POLL,
         lock=Throttled(singleton_lock(settings, "projections"), LOCK_RETRY),
-        on_batch=shared.bump,
+        on_batch=projected,
     )
 
 
-def _cache_stamp(runner: ReadModels, shared: SharedVersion | None) -> Callable[[], int] | None:
+def _cache_stamp(runner: ReadModels, siblings: Siblings | None) -> Callable[[], int] | None:
     """What remembered query results are stamped with: something that moves whenever the read models may
     have (the runner's version, or the version all workers share), or None to remember nothing (the
     read models are kept by workers elsewhere)."""
     if not isinstance(runner, ProjectionRunner):
         return None
-    if shared is not None:
-        return shared
+    if siblings is not None:
+        return siblings.version
     return lambda: runner.version

@@ -65,15 +65,26 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
+
+    Read once, then kept with the request: a middleware that reads it first (``web.idempotency``
+    fingerprints it) leaves it for the handler, whose own limit still applies."""
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    body = bytearray()
-    while chunk := await request.content.read(1 << 16):
-        body += chunk
-        if len(body) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
-    return bytes(body)
+    kept = request.get(_BODY)
+    if kept is None:
+        body = bytearray()
+        while chunk := await request.content.read(1 << 16):
+            body += chunk
+            if len(body) > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+        kept = request[_BODY] = bytes(body)
+    if len(kept) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(kept))
+    return kept
+
+
+_BODY = web.RequestKey("body", bytes)
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:

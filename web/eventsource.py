@@ -23,7 +23,7 @@ from chainloom.infra.version import node_instance_id
 from chainloom.projections.eventsource import EventSourceProjector
 from chainloom.queries.eventsource import Window, parse_limit, parse_raw_limit, required
 from chainloom.web.bodies import JsonInt, json_response, read_body, read_limited, with_body
-from chainloom.web.keys import EVENT_HUB, EVENTSOURCE_COMMANDS, EVENTSOURCE_QUERIES, PROJECTIONS, SETTINGS
+from chainloom.web.keys import EVENT_HUB, EVENTSOURCE_COMMANDS, EVENTSOURCE_QUERIES, LOG_HEAD, PROJECTIONS, SETTINGS
 from chainloom.web.middleware import NODE_HEADER, REQUEST_ID, REQUEST_ID_HEADER, command_context
 from chainloom.web.openapi import fails, headers, path_values, query, request_body, responds
 from chainloom.web.schemas import (
@@ -295,6 +295,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         event_type,
         after,
         lambda position: projections.wait_for(position, settings.projection_timeout, needs=[EVENT_INDEX]),
+        request.app[LOG_HEAD],
     )
     resume = None
     if after is not None:

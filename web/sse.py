@@ -160,12 +160,22 @@ class EventHub:
 
 
 async def subscribe_from(
-    hub: EventHub, event_type: str, after: int | None, index_reached: Callable[[int], Awaitable[None]]
+    hub: EventHub,
+    event_type: str,
+    after: int | None,
+    index_reached: Callable[[int], Awaitable[None]],
+    head: Callable[[], Awaitable[int]] | None = None,
 ) -> Subscription:
     """Subscribe; when resuming (``after`` is a position), first make sure the event index has reached
     every event the hub handed out before this subscription (``index_reached(position)`` returns once
-    it has, or raises), so a catch-up from the index and the live frames leave no gap between them."""
+    it has, or raises), so a catch-up from the index and the live frames leave no gap between them.
+
+    A new stream (no ``after``) gets the events written after it was asked for: the hub may not have
+    been handed all that came before yet (a worker's hub follows writes made through other workers a
+    moment later), so ``head()`` — the log's head now — is its floor too."""
+    floor = await head() if head is not None and after is None else 0
     subscription = hub.subscribe(event_type)
+    subscription.after = max(subscription.after, floor)
     if after is not None:
         try:
             await index_reached(subscription.after)
@@ -191,7 +201,7 @@ async def follow(
     in log order. Yields ``b""`` after ``interval`` seconds without anything new (time to ping or to
     check the client is still there); ends when the subscription is closed or falls too far behind
     (the last chunk then being the "too slow" comment)."""
-    last = -1
+    last = subscription.after  # live frames are those after it (a resume's catch-up starts earlier)
     if resume is not None:
         last = resume.after
         page_size = resume.page_size or CATCH_UP_PAGE

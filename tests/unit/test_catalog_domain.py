@@ -145,3 +145,13 @@ class TestUniqueValue:
         claim.claim("b2", "backend name 'n'")
         assert claim.owner == "b2"
         assert event_names(claim) == ["Claimed", "Released", "Reclaimed"]
+
+
+def test_every_aggregate_holding_unique_values_is_indexed():
+    """The index of unique values is built from the aggregates in ``HOLDERS``: none may be missing."""
+    import chainloom.web.app  # noqa: F401  (every aggregate is defined)
+    from chainloom.domain.base import Aggregate, declared_events
+    from chainloom.infra.unique_index import HOLDERS
+
+    aggregates = set(declared_events().values())
+    assert {a for a in aggregates if a.unique_values is not Aggregate.unique_values} == set(HOLDERS)
