@@ -18,7 +18,8 @@ Statuses that follow from the route alone are added here, once: 422 for any
 input (the boundary refuses values the log cannot hold, ``domain.storable``),
 413/415 for a JSON body, 404 for a path value the router cannot match, 503 for
 a command (its read-your-writes wait, or a faulted projector), 401 when an API
-key is required. Strings in request schemas carry the boundary's rule as a
+key is required; every POST and PUT takes the ``Idempotency-Key`` header
+(``web.idempotency``), with its 409 and 422. Strings in request schemas carry the boundary's rule as a
 ``pattern`` (no NUL; lone surrogates are not Unicode text to begin with), and
 free JSON values are ``JsonValue``, whose strings and keys follow it too.
 """
@@ -34,6 +35,10 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
 from chainloom.infra.version import VERSION
+from chainloom.web.idempotency import HEADER as IDEMPOTENCY_HEADER
+from chainloom.web.idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
+from chainloom.web.idempotency import MAX_KEY_LENGTH
+from chainloom.web.idempotency import METHODS as IDEMPOTENT_METHODS
 from chainloom.web.middleware import PUBLIC_PATHS
 from chainloom.web.schemas import ErrorResponse
 
@@ -56,6 +61,19 @@ _JSON_VALUE = {
     ],
 }
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_IDEMPOTENCY_KEY = {
+    "name": IDEMPOTENCY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes a retry safe: a request repeated with the same key (same method, path and body) gets the first"
+        " answer again (with `Idempotent-Replayed: true`) and writes nothing. The same key with another request"
+        " is refused with 422; while the first is still being answered, a retry waits, then gets 409 (nothing"
+        " stored yet) or 503 (stored, read models behind), both with `Retry-After: 1`. Keys are the caller's"
+        " own and kept for CHAINLOOM_IDEMPOTENCY_WINDOW seconds."
+    ),
+    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN, "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+}
 
 
 @dataclass
@@ -183,6 +201,8 @@ def _operation(method: str, template: str, handler: Callable, components: dict[s
                 parameter["required"] = True
                 parameters = [p for p in parameters if p["name"] != parameter["name"]]
             parameters.append(parameter)
+    if method in IDEMPOTENT_METHODS:
+        parameters.append(dict(_IDEMPOTENCY_KEY))
     if parameters:
         operation["parameters"] = parameters
     errors = set(doc.errors)
@@ -199,6 +219,8 @@ def _operation(method: str, template: str, handler: Callable, components: dict[s
         errors.update((413, 415, 422))
     if method in _WRITE_METHODS:
         errors.add(503)
+    if method in IDEMPOTENT_METHODS:
+        errors.update((409, 422))  # a key used for another request; its first request not answered yet
     responses: dict[str, Any] = {}
     for status, answer in doc.answers.items():
         response: dict[str, Any] = {"description": answer.description}

@@ -103,8 +103,8 @@ def test_query_parameters_are_typed_and_required_where_the_handler_requires_them
     limit = parameters["limit"]["schema"]["anyOf"][0]
     assert (limit["type"], limit["minimum"], limit["maximum"]) == ("integer", 1, 1000)
     assert parameters["from"]["schema"]["anyOf"][0]["format"] == "date-time"
-    replay = {p["name"]: p["required"] for p in document["paths"]["/replay"]["post"]["parameters"]}
-    assert replay == {"nid": True, "from": True, "to": True}
+    replay = {(p["in"], p["name"]): p["required"] for p in document["paths"]["/replay"]["post"]["parameters"]}
+    assert replay == {("query", "nid"): True, ("query", "from"): True, ("query", "to"): True, ("header", "Idempotency-Key"): False}
 
 
 def test_the_stream_is_text_event_stream_and_resumable(app):
