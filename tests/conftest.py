@@ -4,6 +4,19 @@ PostgreSQL comes from ``CHAINLOOM_TEST_DATABASE_URL`` (``scripts/test`` starts a
 server and sets it). Without it the PostgreSQL variants are skipped — unless
 ``CHAINLOOM_TEST_REQUIRE_POSTGRES=1`` (set by ``scripts/test`` and CI), when
 they fail instead, so CI can never pass on SQLite alone.
+
+``CHAINLOOM_TEST_WORKERS=N`` runs the API tests (``tests/api``) against the real
+``chainloom serve`` with ``CHAINLOOM_WORKERS=N`` instead: the ``client`` fixture
+starts it as a subprocess on the test's settings (store, secrets key, SSE
+keep-alive …, passed as its environment) and talks to it over loopback HTTP, a
+new connection per request, so the workers take turns at random. Tests that
+cannot run so are skipped in that mode: those marked ``in_process`` (they reach
+into the in-process server, or pin the clock with freezegun), and those that
+build a server of their own instead of using ``client`` (the in-process run
+covers them). Everything else runs unchanged. With
+``CHAINLOOM_TEST_WORKERS_VARIANTS=first``, a test parametrized over inputs runs
+its first variant only (on each store). ``scripts/test`` runs the API suite a
+second time so (``CHAINLOOM_TEST_WORKERS=2``, first variants).
 """
 
 from __future__ import annotations
@@ -19,9 +32,53 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from chainloom.infra.settings import Settings
 from chainloom.web.app import create_app
+from tests.integration.serve_process import ServiceClient, start_client
 
 POSTGRES_URL = os.environ.get("CHAINLOOM_TEST_DATABASE_URL", "")
 REQUIRE_POSTGRES = os.environ.get("CHAINLOOM_TEST_REQUIRE_POSTGRES") == "1"
+# Worker processes of the `chainloom serve` the API tests run against; 0: the service runs in the test's process.
+SERVICE_WORKERS = int(os.environ.get("CHAINLOOM_TEST_WORKERS") or 0)
+# With it, "first": of a test parametrized over inputs, run only the first variant (on each store).
+SERVICE_VARIANTS = os.environ.get("CHAINLOOM_TEST_WORKERS_VARIANTS", "all")
+API_TESTS = Path(__file__).parent / "api"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "in_process(reason): an API test that runs only against the service in the test's own process"
+        " (skipped with CHAINLOOM_TEST_WORKERS)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not SERVICE_WORKERS:
+        return
+    if SERVICE_VARIANTS not in ("all", "first"):
+        raise pytest.UsageError(f"CHAINLOOM_TEST_WORKERS_VARIANTS is 'all' or 'first', not {SERVICE_VARIANTS!r}")
+    kept: set[tuple[str, str]] = set()  # (test function, store) of which a variant runs
+    deselected: list[pytest.Item] = []
+    for item in items:
+        marker = item.get_closest_marker("in_process")
+        if API_TESTS not in item.path.parents:
+            reason = "CHAINLOOM_TEST_WORKERS runs the API tests (tests/api) only"
+        elif marker is not None:
+            reason = f"in-process only: {marker.kwargs.get('reason') or (marker.args and marker.args[0]) or 'no reason given'}"
+        elif "client" not in item.fixturenames:
+            reason = "builds its own service rather than using the client fixture: covered by the in-process run"
+        else:
+            if SERVICE_VARIANTS == "first":
+                callspec = getattr(item, "callspec", None)
+                function = (item.nodeid.split("[")[0], callspec.params.get("store_kind", "") if callspec else "")
+                if function in kept:
+                    deselected.append(item)
+                kept.add(function)
+            continue
+        item.add_marker(pytest.mark.skip(reason=reason))
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        dropped = set(deselected)
+        items[:] = [item for item in items if item not in dropped]
 
 
 def reset_postgres(url: str) -> None:
@@ -65,7 +122,47 @@ def settings(store_kind: str, tmp_path: Path) -> Iterator[Settings]:
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[TestClient]:
-    """A real HTTP client against a freshly started service."""
-    async with TestClient(TestServer(create_app(settings))) as test_client:
-        yield test_client
+async def client(settings: Settings, tmp_path: Path) -> AsyncIterator[TestClient | ServiceClient]:
+    """A real HTTP client against a freshly started service: in this process, or (CHAINLOOM_TEST_WORKERS)
+    ``chainloom serve`` with that many worker processes. After the test the service must not have lost
+    a worker or logged an error."""
+    if not SERVICE_WORKERS:
+        async with TestClient(TestServer(create_app(settings))) as test_client:
+            yield test_client
+        return
+    service_client = await start_client(settings, SERVICE_WORKERS, tmp_path / "serve.log")
+    try:
+        yield service_client
+    finally:
+        await service_client.close()
+        _record_answers(service_client)
+    assert not service_client.problems, "\n".join(service_client.problems)
+
+
+# Per test against `chainloom serve`: how many answers, from how many distinct workers (X-Chainloom-Node).
+_served: list[tuple[int, int, int]] = []  # (answers, distinct workers, answers without the header)
+
+
+def _record_answers(service_client: ServiceClient) -> None:
+    nodes = service_client.nodes
+    _served.append((len(nodes), len({n for n in nodes if n}), sum(1 for n in nodes if n is None)))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not SERVICE_WORKERS or not _served:
+        return
+    answers = sum(a for a, _, _ in _served)
+    spread = sum(1 for _, workers, _ in _served if workers >= 2)
+    headerless = sum(h for _, _, h in _served)
+    terminalreporter.write_sep("-", f"chainloom serve with {SERVICE_WORKERS} workers")
+    terminalreporter.write_line(
+        f"{len(_served)} tests, {answers} answers; {spread} tests were answered by more than one worker;"
+        f" {headerless} answers without X-Chainloom-Node"
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run of many tests in which no test ever reached two workers did not test the workers: fail it."""
+    if SERVICE_WORKERS >= 2 and len(_served) >= 20 and not any(workers >= 2 for _, workers, _ in _served):
+        print(f"\nCHAINLOOM_TEST_WORKERS={SERVICE_WORKERS}: {len(_served)} tests, none answered by two workers")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -91,6 +91,7 @@ async def test_ingested_and_internal_events_are_streamed_too(client):
     internal.response.close()
 
 
+@pytest.mark.in_process(reason="counts the subscribers of the in-process EventHub (client.server.app)")
 async def test_many_subscribers_each_get_every_event_and_idle_streams_get_pings(client):
     base = str(client.make_url("/"))
     async with ClientSession(base_url=base) as session:
@@ -109,6 +110,7 @@ async def test_many_subscribers_each_get_every_event_and_idle_streams_get_pings(
         await eventually(lambda: hub.subscriber_count() == 0)
 
 
+@pytest.mark.in_process(reason="counts the subscribers of the in-process EventHub (client.server.app)")
 async def test_a_client_that_goes_away_is_unsubscribed(client):
     hub = client.server.app[EVENT_HUB]
     stream = await open_stream(client)

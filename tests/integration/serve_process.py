@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from chainloom.infra.eventlog import EventLog
 from chainloom.infra.kafka_broker import free_port
@@ -121,6 +122,14 @@ class Service:
             pass
         if self.popen.poll() is None:
             self.popen.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once (nothing of the service is left to look at)."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(10)
 
 
 def start_service(env: dict[str, str], log_path: Path, timeout: float = 60.0) -> Service:
@@ -244,3 +253,126 @@ def log_events(settings: Settings) -> list[dict]:
         return log.read(after=0, limit=1_000_000)
     finally:
         log.close()
+
+
+# -- the API tests' client, against the real service ------------------------------------
+
+# Settings the harness itself decides for a ``chainloom serve`` it starts: where it listens, how many workers.
+_NOT_PASSED = {"host", "port", "workers", "log_level"}
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting as the ``CHAINLOOM_*`` variable a process reads it from, so a service started with
+    them runs on exactly ``settings`` (checked: the variables read back give ``settings`` again)."""
+    env: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        if name in _NOT_PASSED:
+            continue
+        value = getattr(settings, name)
+        env[field.validation_alias.choices[0]] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    read_back = Settings.model_validate(env)  # what the process will read (the variables alone, no os.environ)
+    differing = {n for n in Settings.model_fields if n not in _NOT_PASSED and getattr(read_back, n) != getattr(settings, n)}
+    assert not differing, f"settings that do not survive the trip through the environment: {sorted(differing)}"
+    return env
+
+
+class _Server:
+    """``TestClient.server`` as far as a separate service has it: where it listens. Its application lives
+    in other processes: a test that reaches into it runs in-process only (mark it ``in_process``)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"client.server.{name}: the service runs in separate worker processes (CHAINLOOM_TEST_WORKERS);"
+            " a test that inspects the in-process server must be marked @pytest.mark.in_process(reason=...)"
+        )
+
+
+class ServiceClient:
+    """What the API tests use of aiohttp's ``TestClient`` — ``get``/``post``/``put``/``patch``/``delete``/
+    ``request`` (awaitable and ``async with``), ``make_url``, ``host``/``port``, ``close`` — against a
+    running ``chainloom serve``.
+
+    Every request opens a new connection, so the kernel picks the worker that accepts it, request by
+    request: a write answered by one worker is read back through either (consecutive requests of a test
+    switch workers about half the time). ``nodes`` records the ``X-Chainloom-Node`` of every answer.
+    ``close`` ends the service (as ``TestClient.close`` stops its server), after noting what went wrong
+    on the service's side: a worker that died, errors in its log. It is killed rather than stopped
+    gracefully, which tests/integration/test_multiprocess.py covers: the test is over, and a PostgreSQL
+    database must be left to the next test at once.
+    """
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.host = "127.0.0.1"
+        self.port = service.port
+        self.server = _Server(self.host, self.port)
+        self.nodes: list[str | None] = []  # X-Chainloom-Node of each answer, in order (None: no header)
+        self.problems: list[str] = []
+        self._workers = set(service.children())
+        self._closed = False
+        trace = aiohttp.TraceConfig()
+        trace.on_request_end.append(self._answered)
+        self.session = aiohttp.ClientSession(
+            base_url=service.base,
+            connector=aiohttp.TCPConnector(force_close=True, limit=0),
+            trace_configs=[trace],
+        )
+
+    async def _answered(self, _session: Any, _context: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        self.nodes.append(params.response.headers.get(NODE_HEADER))
+
+    def make_url(self, path: str) -> URL:
+        return URL(self.service.base).join(URL(path))
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.session.request(method, path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.session.get(path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.session.post(path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return self.session.put(path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> Any:
+        return self.session.patch(path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.session.delete(path, **kwargs)
+
+    def head(self, path: str, **kwargs: Any) -> Any:
+        return self.session.head(path, **kwargs)
+
+    def options(self, path: str, **kwargs: Any) -> Any:
+        return self.session.options(path, **kwargs)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.session.close()
+        if self.service.popen.poll() is not None:
+            self.problems.append(f"chainloom serve exited with {self.service.popen.returncode}")
+        else:
+            died = self._workers - self.service.children()
+            if died:
+                self.problems.append(f"worker processes {sorted(died)} died during the test")
+        errors = self.service.logged_errors()
+        if errors:
+            self.problems.append("the service logged errors:\n" + "\n".join(errors[:20]))
+        await asyncio.to_thread(self.service.kill)
+        if self.problems:
+            self.problems.append(f"--- service output ---\n{self.service.output()}")
+
+
+async def start_client(settings: Settings, workers: int, log_path: Path) -> ServiceClient:
+    """Start ``chainloom serve`` with ``workers`` workers on ``settings``; its client once every worker answers."""
+    env = serve_env(settings, workers, **settings_env(settings))
+    service = await asyncio.to_thread(start_service, env, log_path)
+    return ServiceClient(service)
