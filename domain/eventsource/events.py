@@ -17,6 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property, lru_cache
 from typing import Any
 
 from eventsourcing.domain import event
@@ -42,7 +43,12 @@ MAX_VERSION = 2**63 - 1
 
 def utc_day(ns: int) -> str:
     """The UTC day (``YYYYMMDD``) of a time in nanoseconds since the epoch."""
-    return datetime.fromtimestamp(ns // _DAY_NS * 86_400, tz=timezone.utc).strftime("%Y%m%d")
+    return _day_text(ns // _DAY_NS)
+
+
+@lru_cache(maxsize=1024)
+def _day_text(day: int) -> str:  # every append computes one; the days of a burst are one or two
+    return datetime.fromtimestamp(day * 86_400, tz=timezone.utc).strftime("%Y%m%d")
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class ExternalEvent:
     def identity(self) -> tuple[str, str, str, str]:
         return (self.id, self.event_type, self.event_source, utc_day(self.created_at_ns))
 
-    @property
+    @cached_property
     def stream_id(self) -> str:
         """``event:<sha256 of the identity>``: one stream per identity, of bounded length."""
         digest = hashlib.sha256(json.dumps(self.identity, ensure_ascii=False).encode()).hexdigest()
