@@ -15,8 +15,6 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,30 +26,13 @@ from chainloom.infra.settings import Settings
 from chainloom.projections import operator
 from tests.integration.serve_process import (
     NODE_HEADER,
-    Service,
     fresh_connections,
     log_events,
     ready_workers,
-    serve_env,
-    start_service,
 )
 from tests.integration.test_projection_faults import inject_poison
 
 KEY = "Idempotency-Key"
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Service]]:
-    started: list[Service] = []
-
-    def start(settings: Settings, workers: int = 2, **env: str) -> Service:
-        service = start_service(serve_env(settings, workers, **env), tmp_path / f"serve-{len(started)}.log")
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        service.shut_down()
 
 
 async def keyed(session: aiohttp.ClientSession, path: str, body: Any, key: str) -> tuple[int, Any, Any]:

@@ -26,8 +26,6 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -35,31 +33,13 @@ import pytest
 from chainloom.infra.settings import Settings
 from tests.integration.serve_process import (
     NODE_HEADER,
-    Service,
     call,
     fresh_connections,
     log_events,
     ready_workers,
     running,
-    serve_env,
     sole_holder,
-    start_service,
 )
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Service]]:
-    """Start ``chainloom serve`` on the test's store; every service (and its process group) is ended afterwards."""
-    started: list[Service] = []
-
-    def start(settings: Settings, workers: int = 2, **env: str) -> Service:
-        service = start_service(serve_env(settings, workers, **env), tmp_path / f"serve-{len(started)}.log")
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        service.shut_down()
 
 
 async def create_group(session: aiohttp.ClientSession, name: str) -> str | None:

@@ -15,9 +15,9 @@ from tests.integration.serve_process import log_events
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("store_kind", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_appends_of_another_process_wake_the_relay_without_its_poll(store_kind: str, kafka_settings: Settings, processes):
-    if store_kind != "postgres":
-        pytest.skip("SQLite has no notifications: the relay polls it")
+    """(PostgreSQL only: SQLite has no notifications, the relay polls it.)"""
     relay = processes("relay", env=process_env(kafka_settings, CHAINLOOM_KAFKA_RELAY_POLL="3600", CHAINLOOM_LOG_LEVEL="INFO"))
     wait_until(lambda: "kafka relay: publishing" in relay.output(), 60, "the relay to start publishing", interval=0.1)
 
