@@ -46,7 +46,7 @@ from chainloom.infra.settings import Settings
 from chainloom.projections.waits import ProjectionFaulted, ReadModelsBehind
 from chainloom.web import bodies  # read_limited, at call time (bodies → openapi → this module)
 from chainloom.web.errors import error_middleware, error_response
-from chainloom.web.middleware import ACTOR, NODE_HEADER, REQUEST_ID, REQUEST_ID_HEADER
+from chainloom.web.middleware import ACTOR, NODE_HEADER, REQUEST_ID_HEADER
 
 logger = logging.getLogger(__name__)
 
