@@ -17,6 +17,7 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     EventStore,
     InfrastructureFactory,
+    RecordConflictError,
     StoredEvent,
 )
 from eventsourcing.sqlite import SQLiteApplicationRecorder
@@ -39,11 +40,15 @@ from chainloom.infra.unique_index import Holding
 A = TypeVar("A", bound=Aggregate)
 
 
+class FenceRefused(RecordConflictError):
+    """A fence refused an append (nothing of it is stored); trying it again cannot help."""
+
+
 class Fence(Protocol):
     """A condition an append is stored under (``infra.logwriter.appending_under``)."""
 
     def check(self, cursor: SqlCursor) -> None:
-        """In the append's transaction, before its events: raise ``RecordConflictError`` to refuse it whole."""
+        """In the append's transaction, before its events: raise ``FenceRefused`` to refuse it whole."""
 
     def committed(self) -> None:
         """The append was committed."""

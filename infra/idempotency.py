@@ -36,10 +36,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsourcing.persistence import RecordConflictError
 from eventsourcing.postgres import PostgresRecorder
 
-from chainloom.infra.eventlog import EventLog
+from chainloom.infra.eventlog import EventLog, FenceRefused
 from chainloom.infra.logwriter import appending_under
 from chainloom.infra.readstore import SqlCursor
 from chainloom.infra.schema import schema_lock
@@ -59,7 +58,7 @@ _COLUMNS = "scope, key, fingerprint, token, state, held_until, expires_at, statu
 _TAG = "_chainloom_idempotency"
 
 
-class KeySuperseded(RecordConflictError):
+class KeySuperseded(FenceRefused):
     """An attempt's key was taken over by a retry: its append is refused whole (nothing is stored)."""
 
 

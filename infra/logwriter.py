@@ -48,7 +48,7 @@ from eventsourcing.persistence import RecordConflictError, StoredEvent
 
 from chainloom.domain.base import Aggregate
 from chainloom.domain.errors import Conflict
-from chainloom.infra.eventlog import EventLog, Fence
+from chainloom.infra.eventlog import EventLog, Fence, FenceRefused
 from chainloom.infra.unique_index import Holding, changes
 
 logger = logging.getLogger(__name__)
@@ -279,6 +279,9 @@ class LogWriter:
                 work.stored, work.holdings = overlay.stage(decision.save, work.metadata)
                 work.result = decision.result
                 own = self._log.insert(work.stored, work.holdings, work.fences) if work.stored else []
+            except FenceRefused as refusal:  # deciding again would meet the same fence
+                work.refusal = refusal
+                own = []
             except RecordConflictError:
                 continue
             except Exception as refusal:

@@ -15,7 +15,7 @@ from chainloom.domain.backends import Backend
 from chainloom.domain.errors import Conflict, TooLarge
 from chainloom.domain.uniqueness import BACKEND_NAME, ensure_free
 from chainloom.infra.envelope import EnvelopeMapper
-from chainloom.infra.eventlog import EventLog
+from chainloom.infra.eventlog import EventLog, FenceRefused
 from chainloom.infra.logwriter import LogWriter, appending_under
 
 METADATA = {"actor": "test"}
@@ -307,7 +307,7 @@ class OneTimeFence:
         cursor.execute("SELECT 1 AS one")  # in the append's transaction, as a real fence reads its row
         assert cursor.fetchone()["one"] == 1
         if not self.open:
-            raise RecordConflictError("fenced off")
+            raise FenceRefused("fenced off")
 
     def committed(self) -> None:
         self.commits += 1
