@@ -215,6 +215,30 @@ def append_one(log: EventLog) -> int:
     return position
 
 
+def kill_trials(
+    trials: int,
+    active: Proc,
+    start_standby: Callable[[], Proc],
+    standing_by: str,
+    append: Callable[[], int],
+    seen: Callable[[int], float],
+) -> list[float]:
+    """``trials`` times: start a standby (it logs ``standing_by``), kill -9 the active process at a random
+    moment, append, and time until ``seen(position)`` (the time the standby's work shows it); the standby
+    is the next trial's active process. Seconds from each kill."""
+    times = []
+    for _ in range(trials):
+        standby = start_standby()
+        standby.wait_for_line(standing_by)
+        seen(append())
+        time.sleep(random.uniform(0, 1))  # a kill at any moment of the standby's lock retries
+        active.kill()
+        killed_at = time.perf_counter()
+        times.append(seen(append()) - killed_at)
+        active = standby
+    return times
+
+
 def projector_failover(label: str, tmp: Path, url: str, bootstrap: str, trials: int) -> None:
     settings = fresh_settings(tmp, "projector-failover", url, bootstrap)
     names = [p.name for p in all_projectors()]
@@ -240,16 +264,10 @@ def projector_failover(label: str, tmp: Path, url: str, bootstrap: str, trials: 
                 return time.perf_counter()
 
             projected(append_one(log))
-            for _ in range(trials):
-                standby = start("project", env=worker_env, log_dir=settings.data_dir)
-                standby.wait_for_line("projector worker: standing by")
-                projected(append_one(log))
-                time.sleep(random.uniform(0, 1))  # a kill at any moment of the standby's lock retries
-                active.kill()
-                killed_at = time.perf_counter()
-                position = append_one(log)
-                times.append(projected(position) - killed_at)
-                active = standby
+            times = kill_trials(
+                trials, active, lambda: start("project", env=worker_env, log_dir=settings.data_dir),
+                "projector worker: standing by", lambda: append_one(log), projected,
+            )
         finally:
             factory.close()
             log.close()
@@ -288,16 +306,10 @@ def relay_failover(label: str, tmp: Path, url: str, bootstrap: str, trials: int)
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"position {position} not on the topic within {timeout:g}s")
 
-            for _ in range(trials):
-                standby = start("relay", env=relay_env, log_dir=settings.data_dir)
-                standby.wait_for_line("kafka relay: standing by")
-                published(append_one(log))
-                time.sleep(random.uniform(0, 1))  # a kill at any moment of the standby's lock retries
-                active.kill()
-                killed_at = time.perf_counter()
-                position = append_one(log)
-                times.append(published(position) - killed_at)
-                active = standby
+            times = kill_trials(
+                trials, active, lambda: start("relay", env=relay_env, log_dir=settings.data_dir),
+                "kafka relay: standing by", lambda: append_one(log), published,
+            )
     finally:
         consumer.close()
         log.close()
