@@ -6,24 +6,28 @@ server and sets it). Without it the PostgreSQL variants are skipped — unless
 they fail instead, so CI can never pass on SQLite alone.
 
 ``CHAINLOOM_TEST_WORKERS=N`` runs the API tests (``tests/api``) against the real
-``chainloom serve`` with ``CHAINLOOM_WORKERS=N`` instead: the ``client`` fixture
-starts it as a subprocess on the test's settings (store, secrets key, SSE
-keep-alive …, passed as its environment) and talks to it over loopback HTTP, a
-new connection per request, so the workers take turns at random. Tests that
-cannot run so are skipped in that mode: those marked ``in_process`` (they reach
-into the in-process server, or pin the clock with freezegun), and those that
-build a server of their own instead of using ``client`` (the in-process run
-covers them). Everything else runs unchanged. With
-``CHAINLOOM_TEST_WORKERS_VARIANTS=first``, a test parametrized over inputs runs
-its first variant only (on each store). ``scripts/test`` runs the API suite a
-second time so (``CHAINLOOM_TEST_WORKERS=2``, first variants).
+``chainloom serve`` with ``CHAINLOOM_WORKERS=N`` instead: every service an API
+test starts — the ``client`` fixture's, and those a test starts on settings of
+its own with ``service_for`` (an API token, size limits, SSE buffers …) — is
+then that subprocess, started on the test's settings (passed as its
+environment), and the test talks to it over loopback HTTP, a new connection per
+request, so the workers take turns at random. Tests that cannot run so are
+skipped in that mode: those marked ``in_process`` (they reach into the
+in-process server, or pin the clock with freezegun), and those that use neither
+``client`` nor ``service_for`` (they start no service, or a ``chainloom serve``
+of their own, and run alike in-process). Everything else runs unchanged.
+With ``CHAINLOOM_TEST_WORKERS_VARIANTS=first``, a test parametrized over inputs
+runs its first variant only (on each store). ``scripts/test`` runs the API suite
+a second time so (``CHAINLOOM_TEST_WORKERS=2``, first variants).
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import psycopg
@@ -64,8 +68,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             reason = "CHAINLOOM_TEST_WORKERS runs the API tests (tests/api) only"
         elif marker is not None:
             reason = f"in-process only: {marker.kwargs.get('reason') or (marker.args and marker.args[0]) or 'no reason given'}"
-        elif "client" not in item.fixturenames:
-            reason = "builds its own service rather than using the client fixture: covered by the in-process run"
+        elif not {"client", "service_for"} & set(item.fixturenames):
+            reason = (
+                "uses neither the client nor the service_for fixture (it starts no service, or a chainloom serve of"
+                " its own): it runs alike in the in-process run"
+            )
         else:
             if SERVICE_VARIANTS == "first":
                 callspec = getattr(item, "callspec", None)
@@ -121,25 +128,47 @@ def settings(store_kind: str, tmp_path: Path) -> Iterator[Settings]:
     yield make_settings(store_kind, tmp_path / "data")
 
 
+ServiceFor = Callable[..., AbstractAsyncContextManager["TestClient | ServiceClient"]]
+
+
 @pytest.fixture
-async def client(settings: Settings, tmp_path: Path) -> AsyncIterator[TestClient | ServiceClient]:
-    """A real HTTP client against a freshly started service: in this process, or (CHAINLOOM_TEST_WORKERS)
-    ``chainloom serve`` with that many worker processes. After the test the service must not have lost
-    a worker or logged an error."""
-    if not SERVICE_WORKERS:
-        async with TestClient(TestServer(create_app(settings))) as test_client:
-            yield test_client
-        return
-    service_client = await start_client(settings, SERVICE_WORKERS, tmp_path / "serve.log")
-    try:
-        yield service_client
-    finally:
-        await service_client.close()
-        _record_answers(service_client)
-    assert not service_client.problems, "\n".join(service_client.problems)
+def service_for(tmp_path: Path) -> ServiceFor:
+    """Start a service on given settings: ``async with service_for(settings) as client:``, ``client`` a real
+    HTTP client against it — in this process (aiohttp's ``TestClient``; ``server`` is the ``TestServer`` class
+    to run it with), or (CHAINLOOM_TEST_WORKERS) ``chainloom serve`` with that many worker processes, on
+    exactly ``settings``, logging at ``log_level`` (its records: ``client.service.log_records()``; in this
+    process they go to pytest's ``caplog``). When the block ends the service is stopped; a served one must
+    not have lost a worker or logged an error."""
+    logs = itertools.count()
+
+    @asynccontextmanager
+    async def start(
+        settings: Settings, *, server: type[TestServer] = TestServer, log_level: str = "WARNING"
+    ) -> AsyncIterator[TestClient | ServiceClient]:
+        if not SERVICE_WORKERS:
+            async with TestClient(server(create_app(settings))) as test_client:
+                yield test_client
+            return
+        log_path = tmp_path / f"serve-{next(logs)}.log"
+        service_client = await start_client(settings, SERVICE_WORKERS, log_path, log_level=log_level)
+        try:
+            yield service_client
+        finally:
+            await service_client.close()
+            _record_answers(service_client)
+        assert not service_client.problems, "\n".join(service_client.problems)
+
+    return start
 
 
-# Per test against `chainloom serve`: how many answers, from how many distinct workers (X-Chainloom-Node).
+@pytest.fixture
+async def client(service_for: ServiceFor, settings: Settings) -> AsyncIterator[TestClient | ServiceClient]:
+    """A real HTTP client against a freshly started service on ``settings`` (see ``service_for``)."""
+    async with service_for(settings) as test_client:
+        yield test_client
+
+
+# Per `chainloom serve` a test started (most start one): how many answers, from how many workers (X-Chainloom-Node).
 _served: list[tuple[int, int, int]] = []  # (answers, distinct workers, answers without the header)
 
 
@@ -156,13 +185,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     headerless = sum(h for _, _, h in _served)
     terminalreporter.write_sep("-", f"chainloom serve with {SERVICE_WORKERS} workers")
     terminalreporter.write_line(
-        f"{len(_served)} tests, {answers} answers; {spread} tests were answered by more than one worker;"
-        f" {headerless} answers without X-Chainloom-Node"
+        f"{len(_served)} services started by the tests, {answers} answers; {spread} services answered through"
+        f" more than one worker; {headerless} answers without X-Chainloom-Node"
     )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A run of many tests in which no test ever reached two workers did not test the workers: fail it."""
+    """A run of many tests in which no service ever answered through two workers did not test the workers: fail it."""
     if SERVICE_WORKERS >= 2 and len(_served) >= 20 and not any(workers >= 2 for _, workers, _ in _served):
-        print(f"\nCHAINLOOM_TEST_WORKERS={SERVICE_WORKERS}: {len(_served)} tests, none answered by two workers")
+        print(f"\nCHAINLOOM_TEST_WORKERS={SERVICE_WORKERS}: {len(_served)} services, none answered by two workers")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -11,12 +11,10 @@ import asyncio
 import json
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from chainloom.infra.eventlog import EventLog
 from tests.api.helpers import assert_error, call
 from tests.conftest import make_settings
-from chainloom.web.app import create_app
 
 SURROGATE = "\ud800"
 # A lone surrogate written as CESU-8 bytes: Python's JSON reader decodes it to one.
@@ -159,14 +157,14 @@ async def test_the_same_refusal_for_a_put_and_a_delete(client, settings):
 
 
 @pytest.fixture
-async def small_events(store_kind, tmp_path):
+async def small_events(store_kind, tmp_path, service_for):
     """A service whose events are limited to 4 KiB (the default is 1 MiB), on both stores."""
     from tests.conftest import POSTGRES_URL, TEST_SECRETS_KEY, reset_postgres
 
     if store_kind == "postgres":
         reset_postgres(POSTGRES_URL)
     settings = make_settings(store_kind, tmp_path / "data", max_event_bytes=4096, secrets_key=TEST_SECRETS_KEY)
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with service_for(settings) as client:
         yield client, settings
 
 
@@ -220,9 +218,9 @@ async def test_a_large_event_is_stored_whole_but_not_echoed_whole(client):
 # -- auth, version -------------------------------------------------------------------------
 
 
-async def test_bearer_tokens_are_accepted_wherever_the_api_key_is(tmp_path):
+async def test_bearer_tokens_are_accepted_wherever_the_api_key_is(tmp_path, service_for):
     settings = make_settings("sqlite", tmp_path, api_token="s3cret-token")
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with service_for(settings) as client:
         status, _ = await call(client, "GET", "/groups", headers={"Authorization": "Bearer s3cret-token"})
         assert status == 200
         status, _ = await call(client, "POST", "/groups", {"name": "via-bearer"}, headers={"Authorization": "bearer s3cret-token"})

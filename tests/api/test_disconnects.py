@@ -7,8 +7,10 @@ from the body read. It is now logged at info and answered 400 (an incomplete
 request; the access log shows 400, nobody reads the answer).
 
 The server here runs as ``chainloom serve`` runs it: aiohttp's test server
-cancels a handler whose client leaves, ``web.run_app`` does not, and only the
-latter shows the failure.
+cancels a handler whose client leaves, ``web.run_app`` and ``chainloom serve``
+do not, and only the latter shows the failure. In this process that is
+``ServedAsInProduction``; with CHAINLOOM_TEST_WORKERS it is ``chainloom serve``
+itself, logging at INFO, and the records are read from its log.
 """
 
 import asyncio
@@ -19,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.api.helpers import call
-from chainloom.web.app import create_app
+from tests.integration.serve_process import LogRecord, ServiceClient
 from chainloom.web.keys import EVENT_HUB
 
 
@@ -32,9 +34,26 @@ class ServedAsInProduction(TestServer):
 
 
 @pytest.fixture
-async def served(settings) -> AsyncIterator[TestClient]:
-    async with TestClient(ServedAsInProduction(create_app(settings))) as client:
+async def served(settings, service_for) -> AsyncIterator[TestClient | ServiceClient]:
+    async with service_for(settings, server=ServedAsInProduction, log_level="INFO") as client:
         yield client
+
+
+def records(served, caplog) -> list[LogRecord]:
+    """What the service logged so far: pytest's records in this process, a served service's log otherwise."""
+    if isinstance(served, ServiceClient):
+        return served.service.log_records()
+    return [LogRecord(r.levelno, r.name, r.getMessage(), bool(r.exc_info)) for r in caplog.records]
+
+
+async def logged(served, caplog, fragment: str) -> list[LogRecord]:
+    """The records containing ``fragment``, once there is one (the server notices the lost connection)."""
+    for _ in range(50):
+        found = [r for r in records(served, caplog) if fragment in r.message]
+        if found:
+            return found
+        await asyncio.sleep(0.05)
+    return []
 
 
 async def cut_body_short(client: TestClient, path: str, announced: int = 100_000, sent: bytes = b'{"event_ty') -> None:
@@ -50,12 +69,12 @@ async def cut_body_short(client: TestClient, path: str, announced: int = 100_000
     await writer.wait_closed()
 
 
-def problems(caplog) -> list[str]:
+def problems(served, caplog) -> list[str]:
     """Records that would page someone: errors, tracebacks, a 500 in the access log."""
     return [
-        r.getMessage() for r in caplog.records
-        if r.levelno >= logging.ERROR or r.exc_info or "unhandled" in r.getMessage()
-        or (r.name == "aiohttp.access" and '" 500 ' in r.getMessage())
+        r.message for r in records(served, caplog)
+        if r.levelno >= logging.ERROR or r.traceback or "unhandled" in r.message
+        or (r.name == "aiohttp.access" and '" 500 ' in r.message)
     ]
 
 
@@ -63,12 +82,9 @@ def problems(caplog) -> list[str]:
 async def test_a_body_cut_short_is_not_an_unhandled_error(served, caplog, path):
     caplog.set_level(logging.DEBUG)
     await cut_body_short(served, path)
-    for _ in range(50):  # the server notices the lost connection
-        if any("client disconnected" in r.getMessage() for r in caplog.records):
-            break
-        await asyncio.sleep(0.05)
-    assert [r.levelno for r in caplog.records if "client disconnected" in r.getMessage()] == [logging.INFO]
-    assert not problems(caplog)
+    await logged(served, caplog, "client disconnected")
+    assert [r.levelno for r in records(served, caplog) if "client disconnected" in r.message] == [logging.INFO]
+    assert not problems(served, caplog)
     status, body = await call(served, "GET", "/health")  # still serving
     assert status == 200, body
     status, body = await call(served, "GET", "/backends")
@@ -85,12 +101,8 @@ async def test_a_chunked_body_cut_short_or_a_reset_connection_is_not_an_error_ei
     await writer.drain()
     await asyncio.sleep(0.1)
     writer.transport.abort()  # a reset, not an orderly close
-    for _ in range(50):
-        if any("client disconnected" in r.getMessage() for r in caplog.records):
-            break
-        await asyncio.sleep(0.05)
-    assert any("client disconnected" in r.getMessage() for r in caplog.records)
-    assert not problems(caplog)
+    assert await logged(served, caplog, "client disconnected")
+    assert not problems(served, caplog)
     status, _ = await call(served, "GET", "/health")
     assert status == 200
 
@@ -105,16 +117,20 @@ async def test_the_body_cut_short_is_not_stored(served, caplog):
 
 async def test_an_sse_client_that_leaves_is_not_an_error(served, caplog):
     caplog.set_level(logging.DEBUG)
-    hub = served.server.app[EVENT_HUB]
     response = await served.get("/events/stream/order.placed")
     assert (await asyncio.wait_for(response.content.readline(), 5)).startswith(b": connected")
     response.close()
-    for _ in range(100):
-        if hub.subscriber_count() == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert hub.subscriber_count() == 0
+    if isinstance(served, ServiceClient):  # its hubs are in the workers: the stream's end is in the access log
+        ended = await logged(served, caplog, "GET /events/stream/order.placed ")
+        assert [r.name for r in ended] == ["aiohttp.access"]
+    else:
+        hub = served.server.app[EVENT_HUB]
+        for _ in range(100):
+            if hub.subscriber_count() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert hub.subscriber_count() == 0
     body = {"event_type": "order.placed", "event_source": "s", "aggregate_type": "a", "aggregate_id": "x", "version": 1}
     status, _ = await call(served, "POST", "/events", body)  # nobody listens any more: nothing breaks
     assert status == 201
-    assert not problems(caplog)
+    assert not problems(served, caplog)

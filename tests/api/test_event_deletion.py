@@ -34,7 +34,7 @@ async def listed(client, event_type: str) -> list[dict]:
     return events
 
 
-async def test_matching_events_are_erased_everywhere_and_the_deletion_audited(client, settings):
+async def test_matching_events_are_erased_everywhere_and_the_deletion_audited(client, settings, service_for):
     old = await post(client, aggregate_id="old", created_at=format_ns(time.time_ns() - 8 * MINUTE), data={"email": "gone@x"})
     recent = [await post(client, aggregate_id=f"r{i}", data={"email": "gone@x"}) for i in range(3)]
     other_type = await post(client, event_type="user.deleted", data={"email": "kept@x"})
@@ -59,11 +59,7 @@ async def test_matching_events_are_erased_everywhere_and_the_deletion_audited(cl
     assert after["nid"] > audit["nid"]
     await client.close()
     rebuild(settings)
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from chainloom.web.app import create_app
-
-    async with TestClient(TestServer(create_app(settings))) as again:
+    async with service_for(settings) as again:
         assert await listed(again, "user.created") == [after, old]
         assert await listed(again, "event_deletion.recorded") == [audit]
 

@@ -6,11 +6,10 @@ import asyncio
 import json
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from chainloom.web import sse
 from tests.api.helpers import assert_error, call
-from chainloom.web.app import create_app
+from tests.integration.serve_process import ServiceClient
 from chainloom.web.keys import EVENT_HUB, EVENTSOURCE_QUERIES
 
 
@@ -20,9 +19,9 @@ def settings(settings):
 
 
 @pytest.fixture
-async def small_buffer_client(settings):
+async def small_buffer_client(settings, service_for):
     """A service whose subscribers buffer at most 5 live events."""
-    async with TestClient(TestServer(create_app(settings.model_copy(update={"sse_queue_size": 5})))) as client:
+    async with service_for(settings.model_copy(update={"sse_queue_size": 5})) as client:
         yield client
 
 
@@ -139,6 +138,7 @@ async def test_a_client_resumes_after_a_write_burst_without_gap_or_duplicate(cli
     resumed.close()
 
 
+@pytest.mark.in_process(reason="makes the catch-up's pages short by patching sse.CATCH_UP_PAGE in this process")
 async def test_a_catch_up_longer_than_the_live_buffer_is_paged(small_buffer_client, monkeypatch):
     client = small_buffer_client
     monkeypatch.setattr(sse, "CATCH_UP_PAGE", 7)  # several pages, each longer than the buffer (5)
@@ -163,6 +163,10 @@ async def test_resuming_from_the_last_event_or_beyond_sends_only_live_events(cli
     beyond.close()
 
 
+@pytest.mark.in_process(
+    reason="holds the catch-up query of the in-process app (client.server.app[EVENTSOURCE_QUERIES]) while live"
+    " writes pile up, and patches sse.CATCH_UP_PAGE in this process"
+)
 async def test_a_live_buffer_overflowing_during_the_catch_up_ends_the_stream_and_a_reconnect_completes_it(
     small_buffer_client, monkeypatch
 ):
@@ -197,7 +201,6 @@ async def test_a_live_buffer_overflowing_during_the_catch_up_ends_the_stream_and
     again.close()
 
 
-@pytest.mark.in_process(reason="counts the subscribers of the in-process EventHub (client.server.app)")
 @pytest.mark.parametrize(
     "kwargs, param",
     [
@@ -213,4 +216,5 @@ async def test_an_invalid_last_event_id_is_refused(client, kwargs, param):
     status, body = await call(client, "GET", "/events/stream/order.placed", **kwargs)
     assert_error(status, body, 422, "non-negative integer")
     assert body["error"]["param"] == param
-    assert client.server.app[EVENT_HUB].subscriber_count() == 0  # nothing left subscribed
+    if not isinstance(client, ServiceClient):  # (a served service's hubs are in its worker processes)
+        assert client.server.app[EVENT_HUB].subscriber_count() == 0  # nothing left subscribed

@@ -8,12 +8,9 @@ while every read model follows the log. Neither needs the API key.
 
 from __future__ import annotations
 
-from aiohttp.test_utils import TestClient, TestServer
-
 from chainloom.infra.readstore import Fault, open_read_store
 from tests.api.helpers import assert_error, call, ready_status
 from tests.conftest import make_settings
-from chainloom.web.app import create_app
 
 
 async def test_health_is_empty_and_ready_says_ready_when_all_is_well(client):
@@ -22,9 +19,9 @@ async def test_health_is_empty_and_ready_says_ready_when_all_is_well(client):
     assert await ready_status(client) == (200, "ready")
 
 
-async def test_health_and_ready_need_no_api_key(tmp_path):
+async def test_health_and_ready_need_no_api_key(tmp_path, service_for):
     settings = make_settings("sqlite", tmp_path, api_token="s3cret-token")
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with service_for(settings) as client:
         assert (await call(client, "GET", "/health")) == (200, None)
         assert (await ready_status(client)) == (200, "ready")
         assert (await call(client, "GET", "/groups"))[0] == 401

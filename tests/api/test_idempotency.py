@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from chainloom.infra.eventlog import EventLog
 from chainloom.infra.settings import Settings
-from chainloom.web.app import create_app
 from chainloom.web.keys import PROJECTIONS
 from tests.api.helpers import assert_error, call
 
@@ -153,10 +152,10 @@ async def test_the_longest_key_is_taken(client):
     assert first[0] == second[0] == 201 and first[1] == second[1]
 
 
-async def test_keys_are_scoped_to_the_caller(settings):
+async def test_keys_are_scoped_to_the_caller(settings, service_for):
     """With an API key, a webhook sender without it has keys of its own (a key is no one else's)."""
     settings = settings.model_copy(update={"api_token": "secret"})
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with service_for(settings) as client:
         key = str(uuid.uuid4())
         auth = {"X-API-Key": "secret"}
         status, _, _ = await keyed(client, "POST", "/mappings", MAPPING, key, **auth)
@@ -183,10 +182,10 @@ async def test_concurrent_duplicates_write_once(client, settings):
 
 
 @pytest.fixture
-async def impatient(settings: Settings) -> AsyncIterator[TestClient]:
+async def impatient(settings: Settings, service_for) -> AsyncIterator[TestClient]:
     """A service whose commands wait briefly for the read models."""
     settings = settings.model_copy(update={"projection_timeout": 0.3})
-    async with TestClient(TestServer(create_app(settings))) as test_client:
+    async with service_for(settings) as test_client:
         yield test_client
 
 
@@ -200,6 +199,13 @@ async def until_answered(client: TestClient, method: str, path: str, body: Any, 
         await asyncio.sleep(0.05)
 
 
+STOPS_THE_RUNNER = (
+    "stops and restarts the in-process projection runner (client.server.app[PROJECTIONS]) so that the read models"
+    " stand still; a served service has no way to pause them from outside"
+)
+
+
+@pytest.mark.in_process(reason=STOPS_THE_RUNNER)
 async def test_a_retry_after_the_read_models_were_behind_writes_nothing_and_gets_the_success(impatient, settings):
     runner = impatient.server.app[PROJECTIONS]
     await runner.stop()  # the read models stand still: the write is stored, not shown
@@ -222,6 +228,7 @@ async def test_a_retry_after_the_read_models_were_behind_writes_nothing_and_gets
     assert_error(*(await call(impatient, "POST", "/backends", backend("b1"))), 409)
 
 
+@pytest.mark.in_process(reason=STOPS_THE_RUNNER)
 async def test_an_event_retried_after_the_read_models_were_behind_is_appended_once(impatient, settings):
     runner = impatient.server.app[PROJECTIONS]
     await runner.stop()
@@ -254,9 +261,9 @@ async def test_two_keyed_requests_with_one_request_id_are_kept_apart(client, set
     assert len(await asyncio.to_thread(logged, settings, "backend.created")) == 2
 
 
-async def test_a_key_past_its_window_is_forgotten(settings):
+async def test_a_key_past_its_window_is_forgotten(settings, service_for):
     settings = settings.model_copy(update={"idempotency_window": 1e-6})
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with service_for(settings) as client:
         key = str(uuid.uuid4())
         assert (await keyed(client, "POST", "/backends", backend("b1"), key))[0] == 201
         status, body, _ = await keyed(client, "POST", "/backends", backend("b1"), key)

@@ -7,13 +7,11 @@ import json
 import time
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from chainloom.infra.eventlog import EventLog
 from chainloom.infra.timefmt import format_ns, parse_ns
 from tests.api.helpers import assert_error, call
 from tests.conftest import TEST_SECRETS_KEY, make_settings
-from chainloom.web.app import create_app
 
 GITHUB = {
     "path": "/hooks/github",
@@ -179,9 +177,9 @@ async def test_the_path_is_required_and_content_type_is_ignored(client):
     assert status == 201
 
 
-async def test_bodies_over_the_limit_are_413(tmp_path):
+async def test_bodies_over_the_limit_are_413(tmp_path, service_for):
     settings = make_settings("sqlite", tmp_path, ingest_max_bytes=64)
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with service_for(settings) as client:
         await call(client, "POST", "/mappings", GITHUB | {"eventTypeField": ""})
         big = json.dumps({"repository": {"full_name": "x" * 100}}).encode()
         status, body = await call(client, "POST", "/ingest", big, params={"path": "/hooks/github"})
@@ -363,10 +361,10 @@ async def test_replay_needs_the_raw_event_in_the_window_and_a_mapping(client):
     assert len(await events_of(client, "github.event")) == 1
 
 
-async def test_a_mapping_changed_through_another_process_applies_after_sync(client, settings):
+async def test_a_mapping_changed_through_another_process_applies_after_sync(client, settings, service_for):
     """Two service instances on one store: the second sees the first's change at once after POST /sync."""
     await map_path(client, eventTypeField="")
-    async with TestClient(TestServer(create_app(settings))) as other:
+    async with service_for(settings) as other:
         status, raw = await ingest(other, PUSH)
         assert status == 201
         status, _ = await call(client, "PUT", "/mapping", GITHUB | {"eventTypeField": "", "eventType": "github.changed"},
@@ -379,14 +377,14 @@ async def test_a_mapping_changed_through_another_process_applies_after_sync(clie
     assert len(await events_of(client, "github.changed")) == 1
 
 
-async def test_with_an_api_token_a_verified_signature_stands_in_for_the_key(tmp_path):
+async def test_with_an_api_token_a_verified_signature_stands_in_for_the_key(tmp_path, service_for):
     """GitHub cannot send X-API-Key: a signed delivery gets in on its signature, anything else is refused."""
     secret = "It's a Secret to Everybody"
     settings = make_settings(
         "sqlite", tmp_path, api_token="t0ken", secrets_key=TEST_SECRETS_KEY
     )
     key = {"X-API-Key": "t0ken"}
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with service_for(settings) as client:
         signed_mapping = GITHUB | {"eventTypeField": "", "signatureScheme": "hmac-sha256", "signatureSecret": secret}
         status, _ = await call(client, "POST", "/mappings", signed_mapping, headers=key)
         assert status == 201

@@ -147,16 +147,13 @@ async def test_signature_secrets_are_sealed_kept_on_update_and_never_answered(cl
     assert b"hunter2-secret" not in stored and b"sealedSecret" in stored.replace(b"sealed_secret", b"sealedSecret")
 
 
-async def test_without_a_key_secrets_are_refused_with_postgres(tmp_path):
-    from aiohttp.test_utils import TestClient, TestServer
-
+async def test_without_a_key_secrets_are_refused_with_postgres(tmp_path, service_for):
     from tests.conftest import POSTGRES_URL, make_settings, reset_postgres
-    from chainloom.web.app import create_app
 
     if not POSTGRES_URL:
         pytest.skip("no PostgreSQL")
     reset_postgres(POSTGRES_URL)
-    async with TestClient(TestServer(create_app(make_settings("postgres", tmp_path)))) as client:
+    async with service_for(make_settings("postgres", tmp_path)) as client:
         status, body = await call(client, "POST", "/mappings", MAPPING | {"signatureScheme": "hmac-sha256", "signatureSecret": "s"})
         assert_error(status, body, 422, "CHAINLOOM_SECRETS_KEY")
         await create(client)  # mappings without a secret need no key

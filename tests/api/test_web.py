@@ -1,11 +1,9 @@
 """What every route shares: error envelope, 404/405/413, request ids, API token, OpenAPI."""
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from tests.api.helpers import assert_error, call
 from tests.conftest import make_settings
-from chainloom.web.app import create_app
 
 
 async def test_unknown_route_and_wrong_method(client):
@@ -45,9 +43,9 @@ async def test_events_carry_the_request_id_and_actor(client, settings):
     assert created[0]["event_source"] == "chainloom" and created[0]["aggregate_type"] == "group"
 
 
-async def test_oversized_bodies_are_413(tmp_path):
+async def test_oversized_bodies_are_413(tmp_path, service_for):
     settings = make_settings("sqlite", tmp_path, max_body_bytes=1024)
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with service_for(settings) as client:
         status, body = await call(client, "POST", "/groups", {"name": "x" * 4096})
         assert_error(status, body, 413)
         status, groups = await call(client, "GET", "/groups")
@@ -55,9 +53,9 @@ async def test_oversized_bodies_are_413(tmp_path):
 
 
 @pytest.fixture
-async def guarded(tmp_path):
+async def guarded(tmp_path, service_for):
     settings = make_settings("sqlite", tmp_path, api_token="s3cret-token")
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with service_for(settings) as client:
         yield client
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,6 +81,20 @@ def _all_pids() -> Iterator[int]:
             yield int(entry.name)
 
 
+# A line of the service's log: "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s" (chainloom.infra.cli).
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ([A-Z]+) (\S+) \[[^\]]*\] (.*)$")
+
+
+@dataclass
+class LogRecord:
+    """A record of the service's log, as far as its text tells: level, logger, message, a traceback after it."""
+
+    levelno: int
+    name: str
+    message: str
+    traceback: bool = False
+
+
 @dataclass
 class Service:
     popen: subprocess.Popen[bytes]
@@ -97,8 +113,26 @@ class Service:
         """Every running process of the service's process group (the parent, its workers, theirs)."""
         return {pid for pid in _all_pids() if (stat := _stat(pid)) and stat[2] == self.popen.pid and stat[0] != "Z"}
 
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
+    def output(self, access_log: bool = True) -> str:
+        """The end of the service's log (without aiohttp's access log lines, which a service logging at INFO
+        writes for every request, the start-up's polling of /ready included)."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        if not access_log:
+            text = "".join(line for line in text.splitlines(keepends=True) if " INFO aiohttp.access " not in line)
+        return text[-6000:]
+
+    def log_records(self) -> list[LogRecord]:
+        """The records of the service's log so far, in order (a traceback goes with the record it follows)."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        records: list[LogRecord] = []
+        for line in text.splitlines():
+            match = _LOG_LINE.match(line)
+            if match:
+                level, name, message = match.groups()
+                records.append(LogRecord(logging.getLevelName(level), name, message))
+            elif records and line.startswith("Traceback"):
+                records[-1].traceback = True
+        return records
 
     def logged_errors(self) -> list[str]:
         """The ERROR lines of the service's log (it logs at WARNING): a healthy run has none."""
@@ -368,11 +402,12 @@ class ServiceClient:
             self.problems.append("the service logged errors:\n" + "\n".join(errors[:20]))
         await asyncio.to_thread(self.service.kill)
         if self.problems:
-            self.problems.append(f"--- service output ---\n{self.service.output()}")
+            self.problems.append(f"--- service output (access log left out) ---\n{self.service.output(access_log=False)}")
 
 
-async def start_client(settings: Settings, workers: int, log_path: Path) -> ServiceClient:
-    """Start ``chainloom serve`` with ``workers`` workers on ``settings``; its client once every worker answers."""
-    env = serve_env(settings, workers, **settings_env(settings))
+async def start_client(settings: Settings, workers: int, log_path: Path, log_level: str = "WARNING") -> ServiceClient:
+    """Start ``chainloom serve`` with ``workers`` workers on ``settings``, logging at ``log_level`` to
+    ``log_path``; its client once every worker answers."""
+    env = serve_env(settings, workers, **settings_env(settings), CHAINLOOM_LOG_LEVEL=log_level)
     service = await asyncio.to_thread(start_service, env, log_path)
     return ServiceClient(service)
