@@ -1,0 +1,1 @@
+"""Stand-ins for the LLM providers: small local servers speaking their real wire protocols (``llm.py``)."""
