@@ -39,3 +39,16 @@ class Unauthorized(DomainError):
 
 class TooLarge(DomainError):
     """The request, or an event it would append, is larger than the log takes."""
+
+
+class Unavailable(DomainError):
+    """The request is sound but cannot be served now (every backend able to is down or not ready);
+    ``retry_after``: seconds after which trying again makes sense."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+
+
+class UpstreamRefused(DomainError):
+    """An upstream server (an LLM backend) answered but refused the request or gave nothing usable."""

@@ -87,6 +87,31 @@ class Settings(BaseSettings):
     sse_queue_size: int = Field(1000, ge=1, validation_alias=_env("SSE_QUEUE_SIZE"))
     # Seconds an Idempotency-Key is kept after its first request (a retry within it is not applied again).
     idempotency_window: float = Field(24 * 3600.0, gt=0, validation_alias=_env("IDEMPOTENCY_WINDOW"))
+    # Upstream LLM providers (infra/providers): seconds to open a connection; to wait for an inference
+    # answer (streams and pulls: for each next piece); to wait for a model list (or a delete).
+    provider_connect_timeout: float = Field(5.0, gt=0, validation_alias=_env("PROVIDER_CONNECT_TIMEOUT"))
+    provider_timeout: float = Field(300.0, gt=0, validation_alias=_env("PROVIDER_TIMEOUT"))
+    provider_list_timeout: float = Field(10.0, gt=0, validation_alias=_env("PROVIDER_LIST_TIMEOUT"))
+    # Backend runtime: seconds between two looks of the reconciler at every grouped backend (a change of
+    # groups, backends or models is looked at within a second anyway).
+    reconcile_interval: float = Field(10.0, gt=0, validation_alias=_env("RECONCILE_INTERVAL"))
+    # Whether this process takes part in the reconciler (one process of those that do runs it): off for API
+    # processes that cannot reach the LLM servers, and in tests that compare read models while it would write.
+    reconciler: bool = Field(True, validation_alias=_env("RECONCILER"))
+    # Whether the reconciler deletes the models a grouped Ollama server holds that no group declares.
+    # Off by default: chainloom never deletes a model from a user's Ollama server unless told to.
+    prune_undeclared_models: bool = Field(False, validation_alias=_env("PRUNE_UNDECLARED_MODELS"))
+    # Model downloads (projections/downloads.py): seconds before a download that failed, was cancelled or
+    # dequeued (or just completed) is queued again; between the download job's looks at the queue (it looks
+    # at once after a queueing in its process); between its looks for a cancel of a running pull; between
+    # two writes (job) and two reads (per process with clients of GET /queue/inProgress) of pull progress.
+    download_retry_after: float = Field(60.0, ge=0, validation_alias=_env("DOWNLOAD_RETRY_AFTER"))
+    download_poll: float = Field(1.0, gt=0, validation_alias=_env("DOWNLOAD_POLL"))
+    download_cancel_check: float = Field(0.25, gt=0, le=1.0, validation_alias=_env("DOWNLOAD_CANCEL_CHECK"))
+    download_progress_interval: float = Field(0.15, gt=0, le=1.0, validation_alias=_env("DOWNLOAD_PROGRESS_INTERVAL"))
+    # Whether GET /providers/{type}/config and /providers/configs answer API keys in clear when asked
+    # (?reveal=true); otherwise they are always masked.
+    provider_keys_revealable: bool = Field(False, validation_alias=_env("PROVIDER_KEYS_REVEALABLE"))
 
     @field_validator("embed_model", "task_model", "chat_model")
     @classmethod

@@ -57,7 +57,7 @@ class CatalogProjector(Projector):
         "CREATE INDEX IF NOT EXISTS {group_models_model} ON {group_models} (model_id)",
     )
 
-    @on(Backend.Created)
+    @on(Backend.Created, Backend.Recreated)
     def backend_created(self, cursor: TemplatedCursor, event: Event) -> None:
         data = event["data"]
         cursor.execute(

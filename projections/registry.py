@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from chainloom.projections.base import Projector
 from chainloom.projections.catalog import CatalogProjector
+from chainloom.projections.downloads import DownloadsProjector
 from chainloom.projections.eventsource import EventSourceProjector
+from chainloom.projections.providers import ProvidersProjector
+from chainloom.projections.runtime import RuntimeProjector
 
 
 def all_projectors() -> list[Projector]:
-    return [CatalogProjector(), EventSourceProjector()]
+    return [CatalogProjector(), EventSourceProjector(), ProvidersProjector(), RuntimeProjector(), DownloadsProjector()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +15,9 @@ from chainloom.queries.pagination import Page
 Json = dict[str, Any]
 
 _BACKEND_COLUMNS = "b.id, b.name, b.base_url, b.type, b.created_at, b.updated_at"
+# A backend with its observed state (a row only for backends the reconciler tracks).
+_STATUS_COLUMNS = f"{_BACKEND_COLUMNS}, s.models, s.pulled_models, s.error"
+_WITH_STATE = "backends b LEFT JOIN backend_states s ON s.backend_id = b.id"
 _MODEL_COLUMNS = (
     "m.id, m.model, m.context_length, m.can_chat, m.can_embed, m.can_prompt, m.can_stream,"
     " m.created_at, m.updated_at"
@@ -32,9 +36,21 @@ def backend_json(row: Row) -> Json:
     }
 
 
+def runtime_fields(models: str | None, pulled_models: str | None, error: str | None) -> Json:
+    """A backend's runtime fields as the API answers them (``projections.runtime`` keeps them as JSON text):
+    lists, empty when the backend is not observed, and ``error`` only when there is one."""
+    fields: Json = {
+        "models": json.loads(models) if models else [],
+        "pulledModels": json.loads(pulled_models) if pulled_models else [],
+    }
+    if error:
+        fields["error"] = error
+    return fields
+
+
 def backend_status_json(row: Row) -> Json:
-    """A backend with its runtime fields (filled by the backend runtime once it reconciles)."""
-    return backend_json(row) | {"models": [], "pulledModels": []}
+    """A backend with its runtime fields: its observed state (``projections.runtime``), if any."""
+    return backend_json(row) | runtime_fields(row["models"], row["pulled_models"], row["error"])
 
 
 def model_json(row: Row) -> Json:
@@ -102,14 +118,16 @@ class CatalogQueries:
     async def backends(self, page: Page) -> list[Json]:
         return await self._rows(
             backend_status_json,
-            f"SELECT {_BACKEND_COLUMNS} FROM backends b WHERE b.created_at < ?"
+            f"SELECT {_STATUS_COLUMNS} FROM {_WITH_STATE} WHERE b.created_at < ?"
             " ORDER BY b.created_at DESC, b.id DESC LIMIT ?",
             page.before_ns,
             page.limit,
         )
 
     async def backend(self, backend_id: str) -> Json:
-        return await self._one(backend_status_json, f"SELECT {_BACKEND_COLUMNS} FROM backends b WHERE b.id = ?", backend_id)
+        return await self._one(
+            backend_status_json, f"SELECT {_STATUS_COLUMNS} FROM {_WITH_STATE} WHERE b.id = ?", backend_id
+        )
 
     async def plain_backend(self, backend_id: str) -> Json:
         return await self._one(backend_json, f"SELECT {_BACKEND_COLUMNS} FROM backends b WHERE b.id = ?", backend_id)

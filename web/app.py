@@ -11,35 +11,56 @@ from aiohttp import web
 
 from chainloom.commands.base import CommandRunner
 from chainloom.commands.catalog import CatalogCommands, DefaultModel
+from chainloom.commands.downloads import DownloadCommands
 from chainloom.commands.eventsource import EventSourceCommands
+from chainloom.commands.execution import Defaults, ExecutionService
+from chainloom.commands.providers import ProviderCommands
+from chainloom.commands.runtime import RuntimeCommands
+from chainloom.domain.downloads import Download
 from chainloom.domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
 from chainloom.infra.blocking import BlockingPool
 from chainloom.infra.bootstrap import open_resources
 from chainloom.infra.eventlog import EventLog
 from chainloom.infra.kafka_relay import RelayService, open_relay
 from chainloom.infra.logwriter import LogWriter
+from chainloom.infra.providers import open_clients
 from chainloom.infra.readstore import ReadStore
 from chainloom.infra.settings import Settings
 from chainloom.infra.singleton import Throttled, singleton_lock
+from chainloom.projections.downloads import DownloadJob, ProgressFeed, ProgressWriter, ensure_progress_table
 from chainloom.projections.live import LiveLog
+from chainloom.projections.reconciler import Observer, Reconciler
 from chainloom.projections.registry import all_projectors
 from chainloom.projections.runner import ProjectionRunner
 from chainloom.projections.tracked import TrackedProjections
 from chainloom.projections.waits import ReadModels
 from chainloom.queries.cache import ReadCache
 from chainloom.queries.catalog import CatalogMemberships, CatalogQueries
+from chainloom.queries.downloads import DownloadQueries, DownloadQueue
 from chainloom.queries.eventsource import EventIndex, EventSourceQueries
-from chainloom.web import catalog, eventsource, idempotency, system
+from chainloom.queries.providers import ProviderKeys, ProviderQueries
+from chainloom.queries.runtime import RuntimeQueries
+from chainloom.web import catalog, downloads, eventsource, execution, idempotency, providers, runtime, system
 from chainloom.web.errors import error_middleware
 from chainloom.web.keys import (
     CATALOG_COMMANDS,
     CATALOG_QUERIES,
+    DOWNLOAD_COMMANDS,
+    DOWNLOAD_JOB,
+    DOWNLOAD_PROGRESS,
+    DOWNLOAD_QUERIES,
     EVENT_HUB,
     EVENTSOURCE_COMMANDS,
     EVENTSOURCE_QUERIES,
+    EXECUTION,
     LOG_HEAD,
     PROJECTIONS,
+    PROVIDER_COMMANDS,
+    PROVIDER_KEYS,
+    PROVIDER_QUERIES,
+    RECONCILER,
     RELAY,
+    RUNTIME_QUERIES,
     SETTINGS,
     SIBLINGS,
 )
@@ -72,8 +93,13 @@ def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Appl
     app.add_routes(system.routes)
     app.add_routes(catalog.routes)
     app.add_routes(eventsource.routes)
+    app.add_routes(providers.routes)
+    app.add_routes(execution.routes)
+    app.add_routes(runtime.routes)
+    app.add_routes(downloads.routes)
     app[EVENT_HUB] = EventHub(settings.sse_queue_size)
     app.on_shutdown.append(_end_streams)
+    app.on_shutdown.append(downloads.end_streams)
     return app
 
 
@@ -165,6 +191,23 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         # Remember query results while the read models stand still (only where this process moves them).
         cache = ReadCache(_cache_stamp(runner, siblings))
         app[CATALOG_QUERIES] = CatalogQueries(store, pool.run, cache)
+        # Configuring a provider writes its configuration and its backend: answered from both read models.
+        app[PROVIDER_COMMANDS] = ProviderCommands(CommandRunner(writer, wait_on("providers", "catalog")), resources.secrets)
+        app[PROVIDER_QUERIES] = ProviderQueries(
+            store, pool.run, cache, resources.secrets, settings.provider_keys_revealable
+        )
+        app[PROVIDER_KEYS] = ProviderKeys(store, pool.run, resources.secrets, cache)
+        # Prompts, chats and embeddings: routed on the observed state (a read model), served by the clients.
+        clients = open_clients(settings)
+        stack.push_async_callback(clients.close)
+        app[RUNTIME_QUERIES] = RuntimeQueries(store, pool.run, cache)
+        app[EXECUTION] = ExecutionService(
+            app[RUNTIME_QUERIES],
+            app[PROVIDER_KEYS],
+            clients,
+            Defaults.from_settings(settings),
+            retry_after=settings.reconcile_interval,
+        )
         app[EVENTSOURCE_COMMANDS] = EventSourceCommands(
             CommandRunner(writer, wait_for_eventsource),
             writer,
@@ -198,6 +241,54 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[STARTUP] = startup
         await startup.start()
         stack.push_async_callback(startup.stop)
+        # Model downloads: queued by the reconciler, pulled by one process (the "downloads" lock), the pulls'
+        # progress relayed through the read store to the /queue/inProgress clients of every process.
+        await pool.run(ensure_progress_table, store, settings.read_store_env())
+        download_queue = DownloadQueue(store)
+        download_job: DownloadJob | None = None
+
+        async def queued_downloads(position: int | None) -> None:
+            await announce(position)
+            if download_job is not None:
+                download_job.poke()
+
+        app[DOWNLOAD_COMMANDS] = DownloadCommands(
+            CommandRunner(writer, wait_on("downloads")),
+            CommandRunner(writer, queued_downloads),
+            download_queue,
+            pool.run,
+            settings.download_retry_after,
+        )
+        app[DOWNLOAD_QUERIES] = DownloadQueries(store, pool.run)
+        app[DOWNLOAD_PROGRESS] = ProgressFeed(store, pool.run, settings.download_progress_interval, settings.sse_queue_size)
+        download_job = DownloadJob(
+            app[DOWNLOAD_COMMANDS],
+            download_queue,
+            lambda key: log.last_event(Download, key),
+            clients,
+            Throttled(singleton_lock(settings, "downloads"), LOCK_RETRY),
+            pool.run,
+            ProgressWriter(store, pool.run, settings.download_progress_interval),
+            poll=settings.download_poll,
+            cancel_check=settings.download_cancel_check,
+        )
+        app[DOWNLOAD_JOB] = download_job
+        download_job.start()
+        stack.push_async_callback(download_job.stop)
+        # The reconciler: one process (of the workers, of every API process sharing the store) looks at the
+        # grouped backends and records what it sees; its writes are announced, not waited for.
+        reconciler = Reconciler(
+            app[RUNTIME_QUERIES],
+            RuntimeCommands(CommandRunner(writer, announce)),
+            Observer(clients, app[PROVIDER_KEYS], app[DOWNLOAD_COMMANDS], prune=settings.prune_undeclared_models),
+            pool.run,
+            interval=settings.reconcile_interval,
+            lock=Throttled(singleton_lock(settings, "reconciler"), LOCK_RETRY),
+        )
+        app[RECONCILER] = reconciler
+        if settings.reconciler:
+            reconciler.start()
+            stack.push_async_callback(reconciler.stop)
         if isinstance(runner, ProjectionRunner):
             # This process (or a sibling worker) projects: the seeds show within moments, before the first answer.
             await startup.settled(settings.projection_timeout)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from chainloom.domain.backends import BACKEND_TYPES
+from chainloom.domain.backends import BACKEND_TYPES, PROVIDER_TYPES
 from chainloom.domain.errors import Unprocessable
 from chainloom.domain.models import MAX_CONTEXT_LENGTH, ModelSpec
 from chainloom.queries.pagination import Page
 from chainloom.web.bodies import JsonInt, json_response, with_body
-from chainloom.web.keys import CATALOG_COMMANDS, CATALOG_QUERIES
+from chainloom.web.downloads import PurgeQuery
+from chainloom.web.keys import CATALOG_COMMANDS, CATALOG_QUERIES, DOWNLOAD_COMMANDS
 from chainloom.web.middleware import command_context
 from chainloom.web.openapi import fails, query, responds
 from chainloom.web.schemas import Backend, BackendWithStatus, Group, Message, Model, PageQuery
@@ -30,6 +31,13 @@ class BackendBody(_Body):
     name: str = Field("", json_schema_extra={"minLength": 1})
     base_url: str = Field("", alias="baseUrl", json_schema_extra={"minLength": 1})
     type: str = Field("", json_schema_extra={"enum": list(BACKEND_TYPES)})
+
+
+class BackendUpdateBody(BackendBody):
+    # A provider backend (made by /providers/{type}/configure) keeps its type: openai or gemini.
+    model_config = ConfigDict(json_schema_extra={"required": ["name", "baseUrl", "type"]})
+
+    type: str = Field("", json_schema_extra={"enum": [*BACKEND_TYPES, *PROVIDER_TYPES]})
 
 
 _CAPABILITIES = ("canChat", "canEmbed", "canPrompt", "canStream")
@@ -107,9 +115,11 @@ async def get_backend(request: web.Request) -> web.Response:
 @routes.put("/backends/{id}")
 @responds(200, Backend)
 @fails(409)
-@with_body(BackendBody)
-async def update_backend(request: web.Request, body: BackendBody) -> web.Response:
-    """Updates an existing backend configuration (the id of the path wins over the body's)."""
+@with_body(BackendUpdateBody)
+async def update_backend(request: web.Request, body: BackendUpdateBody) -> web.Response:
+    """Updates an existing backend configuration (the id of the path wins over the body's).
+    Types ollama and vllm may change into each other; a provider backend (openai, gemini) keeps its type.
+    """
     backend_id = request.match_info["id"]
     await _commands(request).update_backend(backend_id, body.name, body.base_url, body.type, command_context(request))
     return json_response(await _queries(request).plain_backend(backend_id))
@@ -160,10 +170,17 @@ async def update_model(request: web.Request, body: ModelBody) -> web.Response:
 
 @routes.delete("/models/{id:.+}")
 @responds(200, Message)
+@query(PurgeQuery)
 @fails(403)
 async def delete_model(request: web.Request) -> web.Response:
-    """Deletes a model, addressed by its name, and its group assignments."""
-    await _commands(request).delete_model(request.match_info["id"], command_context(request))
+    """Deletes a model, addressed by its name, and its group assignments.
+
+    With ``purge=true`` its queued downloads are dequeued and its pulls in progress cancelled too.
+    """
+    name = request.match_info["id"]
+    await _commands(request).delete_model(name, command_context(request))
+    if request.query.get("purge") == "true":
+        await request.app[DOWNLOAD_COMMANDS].purge(name, command_context(request))
     return json_response("model removed")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 from aiohttp import web
 
@@ -19,7 +20,9 @@ from chainloom.domain.errors import (
     NotFound,
     TooLarge,
     Unauthorized,
+    Unavailable,
     Unprocessable,
+    UpstreamRefused,
 )
 from chainloom.projections.runner import ProjectionFaulted, ReadModelsBehind
 
@@ -37,6 +40,7 @@ _TYPE_AND_CODE = {
     422: ("invalid_request_error", "unprocessable_entity"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
     500: ("api_error", "internal_error"),
+    502: ("api_error", "bad_gateway"),
     503: ("api_error", "service_unavailable"),
 }
 
@@ -53,6 +57,8 @@ _STATUS_OF = {
     Conflict: 409,
     TooLarge: 413,
     Unprocessable: 422,
+    UpstreamRefused: 502,
+    Unavailable: 503,
 }
 
 
@@ -81,6 +87,9 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except DomainError as error:
+        if isinstance(error, Unavailable):
+            retry = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+            return error_response(503, error.message, error.param, headers=retry)
         return error_response(status_of(error), error.message, error.param)
     except ProjectionFaulted as error:
         # A read model the command answers from is stopped at a poison event: waiting would not help.

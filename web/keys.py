@@ -7,12 +7,20 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from chainloom.commands.catalog import CatalogCommands
+from chainloom.commands.downloads import DownloadCommands
 from chainloom.commands.eventsource import EventSourceCommands
+from chainloom.commands.execution import ExecutionService
+from chainloom.commands.providers import ProviderCommands
 from chainloom.infra.kafka_relay import RelayService
 from chainloom.infra.settings import Settings
+from chainloom.projections.downloads import DownloadJob, ProgressFeed
+from chainloom.projections.reconciler import Reconciler
 from chainloom.projections.waits import ReadModels
 from chainloom.queries.catalog import CatalogQueries
+from chainloom.queries.downloads import DownloadQueries
 from chainloom.queries.eventsource import EventSourceQueries
+from chainloom.queries.providers import ProviderKeys, ProviderQueries
+from chainloom.queries.runtime import RuntimeQueries
 from chainloom.web.sse import EventHub
 from chainloom.web.workers import Siblings
 
@@ -25,4 +33,14 @@ EVENTSOURCE_QUERIES = web.AppKey("eventsource_queries", EventSourceQueries)
 EVENT_HUB = web.AppKey("event_hub", EventHub)
 SIBLINGS = web.AppKey("siblings", Siblings)  # only in one of several worker processes
 LOG_HEAD: web.AppKey[Callable[[], Awaitable[int]]] = web.AppKey("log_head")  # the log's head position, now
+PROVIDER_COMMANDS = web.AppKey("provider_commands", ProviderCommands)
+PROVIDER_QUERIES = web.AppKey("provider_queries", ProviderQueries)
+PROVIDER_KEYS = web.AppKey("provider_keys", ProviderKeys)  # API keys in clear, for calling providers
+EXECUTION = web.AppKey("execution", ExecutionService)  # routes prompts, chats and embeddings to backends
+RUNTIME_QUERIES = web.AppKey("runtime_queries", RuntimeQueries)  # the backends' observed state (/state, routing)
+DOWNLOAD_COMMANDS = web.AppKey("download_commands", DownloadCommands)  # also the reconciler's queue_missing
+DOWNLOAD_QUERIES = web.AppKey("download_queries", DownloadQueries)
+DOWNLOAD_PROGRESS = web.AppKey("download_progress", ProgressFeed)  # pull progress, from whichever process pulls
+DOWNLOAD_JOB = web.AppKey("download_job", DownloadJob)  # pulls queued models while this process holds its lock
+RECONCILER = web.AppKey("reconciler", Reconciler)  # looks at the grouped backends while this process holds its lock
 RELAY = web.AppKey("relay", RelayService)  # only where this process runs the Kafka relay (or stands by for it)

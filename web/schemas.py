@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chainloom.domain.backends import BackendType
+from chainloom.domain.backends import AnyBackendType
 from chainloom.queries.pagination import MAX_LIMIT
 
 # -- answers -----------------------------------------------------------------------
@@ -44,16 +44,61 @@ class Backend(_Answer):
     id: str
     name: str
     base_url: str = Field(alias="baseUrl")
-    type: BackendType
+    type: AnyBackendType  # openai/gemini: provider backends (web.providers)
     created_at: datetime = Field(alias="createdAt")
     updated_at: datetime = Field(alias="updatedAt")
 
 
-class BackendWithStatus(Backend):
-    """``queries.catalog.backend_status_json``: runtime fields, empty until a backend runtime fills them."""
+class ModelDetails(_Answer):
+    """The contract's ``statetype_ModelDetails`` (``domain.backend_state.pull_status``): what Ollama says of a
+    model, empty strings (``families`` null) for other types."""
 
-    models: list[Any]
-    pulled_models: list[Any] = Field(alias="pulledModels")
+    parent_model: str = Field(alias="parentModel")
+    format: str
+    family: str
+    families: list[str] | None
+    parameter_size: str = Field(alias="parameterSize")
+    quantization_level: str = Field(alias="quantizationLevel")
+
+
+class ModelPullStatus(_Answer):
+    """The contract's ``statetype_ModelPullStatus`` (``domain.backend_state.pull_status``): a model a backend
+    holds; ``modifiedAt`` is the zero time when the backend does not say."""
+
+    name: str
+    model: str
+    modified_at: datetime = Field(alias="modifiedAt")
+    size: int
+    digest: str
+    details: ModelDetails
+    context_length: int = Field(alias="contextLength")
+    can_chat: bool = Field(alias="canChat")
+    can_embed: bool = Field(alias="canEmbed")
+    can_prompt: bool = Field(alias="canPrompt")
+    can_stream: bool = Field(alias="canStream")
+
+
+_RUNTIME_ERROR = "The last error talking to the backend; absent when there is none."
+
+
+class BackendWithStatus(Backend):
+    """``queries.catalog.backend_status_json``: the backend with its observed state (``projections.runtime``):
+    empty lists while the reconciler has not observed it (it is in no group, or not looked at yet)."""
+
+    models: list[str]
+    pulled_models: list[ModelPullStatus] = Field(alias="pulledModels")
+    error: str = Field("", description=_RUNTIME_ERROR)
+
+
+class BackendRuntimeState(_Answer):
+    """The contract's ``statetype_BackendRuntimeState`` (``queries.runtime._state_json``)."""
+
+    id: str
+    name: str
+    models: list[str]
+    pulled_models: list[ModelPullStatus] = Field(alias="pulledModels")
+    backend: Backend
+    error: str = Field("", description=_RUNTIME_ERROR)
 
 
 class Model(_Answer):
@@ -168,7 +213,7 @@ class Ready(_Answer):
     status: Literal["ready"]
     node_instance_id: str = Field(alias="nodeInstanceID")
     pid: int
-    holds: list[Literal["projections", "kafka-relay"]] = Field(
+    holds: list[Literal["projections", "reconciler", "downloads", "kafka-relay"]] = Field(
         description="The singleton jobs the answering process holds now (one process holds each)."
     )
 

@@ -26,7 +26,7 @@ from chainloom.infra.version import VERSION, node_instance_id
 from chainloom.projections.waits import ProjectionFaulted, ReadModels, ReadModelsBehind
 from chainloom.web.bodies import json_response
 from chainloom.web.errors import error_response
-from chainloom.web.keys import PROJECTIONS, RELAY, SETTINGS
+from chainloom.web.keys import DOWNLOAD_JOB, PROJECTIONS, RECONCILER, RELAY, SETTINGS
 from chainloom.web.openapi import describe, fails, responds
 from chainloom.web.schemas import Ready, Version
 
@@ -180,10 +180,8 @@ async def ready(request: web.Request) -> web.Response:
 
 def _holds(app: web.Application) -> list[str]:
     """The singleton jobs this process holds now (with several worker processes, one holds each)."""
-    held = ["projections"] if app[PROJECTIONS].holding else []
-    relay = app.get(RELAY)
-    if relay is not None and relay.holding:
-        held.append("kafka-relay")
+    jobs = (("projections", app[PROJECTIONS]), ("reconciler", app.get(RECONCILER)), ("downloads", app.get(DOWNLOAD_JOB)))
+    held = [name for name, job in (*jobs, ("kafka-relay", app.get(RELAY))) if job is not None and job.holding]
     return held
 
 

@@ -39,6 +39,10 @@ EXPECTED_EVENTS = {
     "backend.created": "chainloom.domain.backends:Backend.Created",
     "backend.updated": "chainloom.domain.backends:Backend.Updated",
     "backend.deleted": "chainloom.domain.backends:Backend.Deleted",
+    "backend.recreated": "chainloom.domain.backends:Backend.Recreated",
+    "provider.configured": "chainloom.domain.providers:ProviderConfig.Configured",
+    "provider.reconfigured": "chainloom.domain.providers:ProviderConfig.Reconfigured",
+    "provider.config_deleted": "chainloom.domain.providers:ProviderConfig.ConfigDeleted",
     "group.created": "chainloom.domain.groups:AffinityGroup.Created",
     "group.recreated": "chainloom.domain.groups:AffinityGroup.Recreated",
     "group.updated": "chainloom.domain.groups:AffinityGroup.Updated",
@@ -62,6 +66,17 @@ EXPECTED_EVENTS = {
     "mapping.recreated": "chainloom.domain.eventsource.mappings:EventMapping.Recreated",
     "mapping.updated": "chainloom.domain.eventsource.mappings:EventMapping.Updated",
     "mapping.deleted": "chainloom.domain.eventsource.mappings:EventMapping.Deleted",
+    "backend_state.models_changed": "chainloom.domain.backend_state:ObservedBackend.ModelsChanged",
+    "backend_state.error_raised": "chainloom.domain.backend_state:ObservedBackend.ErrorRaised",
+    "backend_state.error_cleared": "chainloom.domain.backend_state:ObservedBackend.ErrorCleared",
+    "backend_state.dropped": "chainloom.domain.backend_state:ObservedBackend.Dropped",
+    "download.queued": "chainloom.domain.downloads:Download.Queued",
+    "download.requeued": "chainloom.domain.downloads:Download.Requeued",
+    "download.started": "chainloom.domain.downloads:Download.Started",
+    "download.completed": "chainloom.domain.downloads:Download.Completed",
+    "download.failed": "chainloom.domain.downloads:Download.Failed",
+    "download.cancelled": "chainloom.domain.downloads:Download.Cancelled",
+    "download.dequeued": "chainloom.domain.downloads:Download.Dequeued",
 }
 
 
