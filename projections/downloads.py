@@ -400,6 +400,7 @@ class DownloadJob:
         self._cancel_check = cancel_check
         self._pulls: dict[str, _Pull] = {}
         self._holding = False
+        self._stopping = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
@@ -424,7 +425,11 @@ class DownloadJob:
         self._wake.set()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        # The job's loop is let finish its step rather than cancelled: a cancel would leave a lock attempt
+        # running in its thread, which could take the lock after the release below and keep it.
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks[1:]:  # the cancel watch
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_pulls()
@@ -440,7 +445,7 @@ class DownloadJob:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 held = await self._run_blocking(self._lock.acquire)
             except Exception:  # noqa: BLE001 - the store is unreachable: try again later
@@ -451,7 +456,8 @@ class DownloadJob:
                     logger.info("download job: took the downloads lock; pulling here")
                     self._holding = True
                 try:
-                    await self._step()
+                    if not self._stopping:
+                        await self._step()
                 except Exception:  # noqa: BLE001 - the next step tries again
                     logger.warning("download job: a step failed", exc_info=True)
             elif self._holding:
