@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import NoReturn, Protocol, TypeVar
 
 from chainloom.domain.errors import BadRequest, DomainError, Unavailable, Unprocessable, UpstreamRefused
-from chainloom.domain.routing import Candidate, Requirement, Spreader, catalogue, route
+from chainloom.domain.routing import Candidate, NoModelMatched, Requirement, Spreader, catalogue, route
 from chainloom.domain.runtime import BackendState
 from chainloom.infra.providers.base import (
     ChatOptions,
@@ -141,6 +141,30 @@ class ExecutionService:
             lambda client, model: client.prompt(model, TASK_INSTRUCTION, prompt, options),
         )
 
+    async def generate(
+        self,
+        system: str,
+        prompt: str,
+        *,
+        model_names: Sequence[str] = (),
+        provider_types: Sequence[str] = (),
+        temperature: float | None = None,
+        capability: str = "prompt",
+        label: str = "prompt execution failed",
+    ) -> str:
+        """A single-turn answer to ``prompt`` under the instruction ``system`` (the task engine's LLM
+        handlers): the first of ``model_names`` (default TASK_MODEL) that a backend of ``provider_types``
+        (default TASK_PROVIDER) holds with ``capability``, failing over to the next backend (and model)."""
+        requirement = Requirement(
+            capability,
+            tuple(provider_types) or (self.defaults.task_provider,),
+            tuple(model_names) or (self.defaults.task_model,),
+        )
+        options = ChatOptions(temperature=temperature)
+        return await self._serve(
+            label, requirement, lambda client, model: client.prompt(model, system, prompt, options)
+        )
+
     async def embed(self, text: str, model_name: str | None = None, provider_type: str | None = None) -> list[float]:
         """The embedding of ``text`` (``/embed``: the default embedding model and provider)."""
         if not text:
@@ -181,12 +205,24 @@ class ExecutionService:
     ) -> AsyncIterator[str]:
         """A chat turn's reply as it arrives, from a model with ``canStream``. A backend that fails before
         its first piece is replaced by the next; once pieces were sent, a failure ends the stream with
-        ``UpstreamRefused`` (what was sent cannot be taken back)."""
+        ``UpstreamRefused`` (what was sent cannot be taken back). When no model that fits is declared to
+        stream, one with ``canChat`` answers, its reply as one piece (a client asking for a stream — the
+        OpenAI endpoint's ``stream: true`` — is served by any chat model, as by the reference)."""
         if not messages:
             raise BadRequest("chat stream failed: no messages", param="messages")
         label = "chat stream failed"
         requirement = self._requirement("stream", model_names, provider_types, min_context)
-        order = await self._route(label, requirement)
+        try:
+            order = await self._route(label, requirement)
+        except NoModelMatched:
+            whole = await self._serve(
+                label,
+                self._requirement("chat", model_names, provider_types, min_context),
+                lambda client, model: client.chat(model, messages, options),
+            )
+            if whole.message.content:
+                yield whole.message.content
+            return
         failures: list[str] = []
         unsupported: list[str] = []
         spreader = self.spreader

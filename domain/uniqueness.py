@@ -1,4 +1,4 @@
-"""Values unique across aggregates: backend names and base URLs, model and group names.
+"""Values unique across aggregates: backend names and base URLs, model, group and remote hook names.
 
 An aggregate says which values it holds (``Aggregate.unique_values``). The log
 keeps an index of who holds what, written in the transaction that appends the
@@ -26,6 +26,7 @@ BACKEND_NAME = "backend.name"
 BACKEND_URL = "backend.baseUrl"
 MODEL_NAME = "model.name"
 GROUP_NAME = "group.name"
+HOOK_NAME = "hook.name"
 
 
 def ensure_free(owner_of: Callable[[str, str], str | None], scope: str, value: str, owner: str, what: str) -> None:

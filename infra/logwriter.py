@@ -75,6 +75,14 @@ class Decided(Protocol[T_co]):
 appending_under: contextvars.ContextVar[Fence | None] = contextvars.ContextVar("appending_under", default=None)
 
 
+def without_fence() -> contextvars.Context:
+    """A copy of the current context whose appends are unfenced: for work a request starts that outlives it
+    (its key's fence would refuse that work's appends once the request has answered)."""
+    context = contextvars.copy_context()
+    context.run(appending_under.set, None)
+    return context
+
+
 class Overlay:
     """The log as a decision in a group sees it: what is stored, then what earlier decisions of the group
     produced — aggregates and the unique values they hold. Each ``get`` is a copy, so a decision that is

@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     # Whether GET /providers/{type}/config and /providers/configs answer API keys in clear when asked
     # (?reveal=true); otherwise they are always masked.
     provider_keys_revealable: bool = Field(False, validation_alias=_env("PROVIDER_KEYS_REVEALABLE"))
+    # Remote hooks (infra/hooks.py): whether hooks may be reached at link-local addresses and cloud metadata
+    # services (refused by default, the SSRF guard; loopback and private addresses are always allowed).
+    hooks_allow_private_links: bool = Field(False, validation_alias=_env("HOOKS_ALLOW_PRIVATE_LINKS"))
+    # Task chains (commands/tasks.py): task visits per run before it fails with "step limit <n> reached".
+    task_step_limit: int = Field(1000, ge=1, validation_alias=_env("TASK_STEP_LIMIT"))
+    # The chain POST /v1/chat/completions runs (web/openai_chat.py); empty: the built-in "chainloom-chat"
+    # (the request's model, answered as a chat completion).
+    default_chat_chain: str = Field("", validation_alias=_env("DEFAULT_CHAT_CHAIN"))
 
     @field_validator("embed_model", "task_model", "chat_model")
     @classmethod

@@ -22,11 +22,12 @@ from typing import Any, Protocol
 from chainloom.domain.backends import Backend
 from chainloom.domain.base import Aggregate
 from chainloom.domain.groups import AffinityGroup
+from chainloom.domain.hooks import RemoteHook
 from chainloom.domain.models import Model
 from chainloom.infra.readstore import SqlCursor
 
 # The aggregates that hold unique values (a unit test checks that none is missing).
-HOLDERS: tuple[type[Aggregate], ...] = (Backend, Model, AffinityGroup)
+HOLDERS: tuple[type[Aggregate], ...] = (Backend, Model, AffinityGroup, RemoteHook)
 
 TABLE = "unique_values"
 _SCHEMA = (

@@ -6,9 +6,21 @@ from chainloom.projections.base import Projector
 from chainloom.projections.catalog import CatalogProjector
 from chainloom.projections.downloads import DownloadsProjector
 from chainloom.projections.eventsource import EventSourceProjector
+from chainloom.projections.hooks import HooksProjector
 from chainloom.projections.providers import ProvidersProjector
 from chainloom.projections.runtime import RuntimeProjector
+from chainloom.projections.task_runs import TaskRunsProjector
+from chainloom.projections.taskchains import TaskChainsProjector
 
 
 def all_projectors() -> list[Projector]:
-    return [CatalogProjector(), EventSourceProjector(), ProvidersProjector(), RuntimeProjector(), DownloadsProjector()]
+    return [
+        CatalogProjector(),
+        EventSourceProjector(),
+        ProvidersProjector(),
+        RuntimeProjector(),
+        DownloadsProjector(),
+        HooksProjector(),
+        TaskChainsProjector(),
+        TaskRunsProjector(),
+    ]

@@ -14,13 +14,17 @@ from chainloom.commands.catalog import CatalogCommands, DefaultModel
 from chainloom.commands.downloads import DownloadCommands
 from chainloom.commands.eventsource import EventSourceCommands
 from chainloom.commands.execution import Defaults, ExecutionService
+from chainloom.commands.hooks import HookCommands, HookRunner
 from chainloom.commands.providers import ProviderCommands
 from chainloom.commands.runtime import RuntimeCommands
+from chainloom.commands.taskchains import TaskChainCommands
+from chainloom.commands.tasks import TaskEngine, TaskRunRecorder
 from chainloom.domain.downloads import Download
 from chainloom.domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
 from chainloom.infra.blocking import BlockingPool
 from chainloom.infra.bootstrap import open_resources
 from chainloom.infra.eventlog import EventLog
+from chainloom.infra.hooks import HookHttp
 from chainloom.infra.kafka_relay import RelayService, open_relay
 from chainloom.infra.logwriter import LogWriter
 from chainloom.infra.providers import open_clients
@@ -38,9 +42,16 @@ from chainloom.queries.cache import ReadCache
 from chainloom.queries.catalog import CatalogMemberships, CatalogQueries
 from chainloom.queries.downloads import DownloadQueries, DownloadQueue
 from chainloom.queries.eventsource import EventIndex, EventSourceQueries
+from chainloom.queries.hooks import HookQueries
 from chainloom.queries.providers import ProviderKeys, ProviderQueries
 from chainloom.queries.runtime import RuntimeQueries
+from chainloom.queries.task_runs import TaskRunQueries
+from chainloom.queries.taskchains import TaskChainQueries
 from chainloom.web import catalog, downloads, eventsource, execution, idempotency, providers, runtime, system
+from chainloom.web import hooks as hook_routes
+from chainloom.web import taskchains as taskchain_routes
+from chainloom.web import tasks as task_routes
+from chainloom.web import openai_chat
 from chainloom.web.errors import error_middleware
 from chainloom.web.keys import (
     CATALOG_COMMANDS,
@@ -53,6 +64,9 @@ from chainloom.web.keys import (
     EVENTSOURCE_COMMANDS,
     EVENTSOURCE_QUERIES,
     EXECUTION,
+    HOOK_COMMANDS,
+    HOOK_QUERIES,
+    HOOK_RUNNER,
     LOG_HEAD,
     PROJECTIONS,
     PROVIDER_COMMANDS,
@@ -63,6 +77,10 @@ from chainloom.web.keys import (
     RUNTIME_QUERIES,
     SETTINGS,
     SIBLINGS,
+    TASKCHAIN_COMMANDS,
+    TASKCHAIN_QUERIES,
+    TASK_ENGINE,
+    TASK_RUN_QUERIES,
 )
 from chainloom.web.middleware import request_id_middleware, token_middleware, url_values_middleware
 from chainloom.web.sse import EventHub
@@ -97,6 +115,10 @@ def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Appl
     app.add_routes(execution.routes)
     app.add_routes(runtime.routes)
     app.add_routes(downloads.routes)
+    app.add_routes(hook_routes.routes)
+    app.add_routes(taskchain_routes.routes)
+    app.add_routes(task_routes.routes)
+    app.add_routes(openai_chat.routes)
     app[EVENT_HUB] = EventHub(settings.sse_queue_size)
     app.on_shutdown.append(_end_streams)
     app.on_shutdown.append(downloads.end_streams)
@@ -219,6 +241,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             mapping_changes=siblings.mapping_changes if siblings is not None else None,
         )
         app[EVENTSOURCE_QUERIES] = EventSourceQueries(store, pool.run)
+        app[TASKCHAIN_COMMANDS] = TaskChainCommands(CommandRunner(writer, wait_on("taskchains")))
+        app[TASKCHAIN_QUERIES] = TaskChainQueries(store, pool.run, cache)
+        # Remote hooks: configured through commands; discovered and called over their own guarded session.
+        app[HOOK_COMMANDS] = HookCommands(CommandRunner(writer, wait_on("hooks")))
+        app[HOOK_QUERIES] = HookQueries(store, pool.run, cache)
+        hook_http = HookHttp(settings.hooks_allow_private_links, settings.provider_connect_timeout)
+        stack.push_async_callback(hook_http.close)
+        app[HOOK_RUNNER] = HookRunner(app[HOOK_QUERIES], hook_http)
         app[LOG_HEAD] = lambda: pool.run(log.head)
         # Seed the default groups in the background: stored on the log at once (idempotently), then shown
         # once the read models reach them — at once here when this process projects, whenever a projector
@@ -232,6 +262,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             if siblings is not None:
                 siblings.doorbell.ring()
 
+        # Task chains: runs are recorded on the log as they go, announced rather than waited for.
+        app[TASK_ENGINE] = TaskEngine(
+            app[EXECUTION],
+            app[HOOK_RUNNER],
+            TaskRunRecorder(CommandRunner(writer, announce)),
+            step_limit=settings.task_step_limit,
+        )
+        stack.push_async_callback(app[TASK_ENGINE].drain)  # its runs' records, before the writer closes
+        app[TASK_RUN_QUERIES] = TaskRunQueries(store, pool.run)
         seeder = CatalogCommands(CommandRunner(writer, announce), CatalogMemberships(store), settings.embed_model)
         startup = StartUp(
             lambda: seeder.seed_internal_groups(default_models(settings), settings.tenancy),

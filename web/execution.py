@@ -17,7 +17,7 @@ from chainloom.domain.errors import BadRequest
 from chainloom.infra.timefmt import parse_ns
 from chainloom.queries.pagination import Page
 from chainloom.web.bodies import json_response, read_body, read_limited
-from chainloom.web.keys import CATALOG_QUERIES, EXECUTION, SETTINGS
+from chainloom.web.keys import CATALOG_QUERIES, EXECUTION, HOOK_QUERIES, SETTINGS
 from chainloom.web.openapi import fails, query, request_body, responds
 from chainloom.web.schemas import PageQuery
 
@@ -120,9 +120,8 @@ async def default_model(request: web.Request) -> web.Response:
 async def supported_hooks(request: web.Request) -> web.Response:
     """Lists available task-chain hook types.
 
-    The names of the remote hooks task chains may call. Hooks arrive with the task engine; until then
-    there are none, and the list is empty."""
-    return json_response([])
+    The names of the remote hooks task chains may call, newest first."""
+    return json_response(await request.app[HOOK_QUERIES].names())
 
 
 async def _openai_models(request: web.Request) -> web.Response:

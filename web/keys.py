@@ -10,7 +10,10 @@ from chainloom.commands.catalog import CatalogCommands
 from chainloom.commands.downloads import DownloadCommands
 from chainloom.commands.eventsource import EventSourceCommands
 from chainloom.commands.execution import ExecutionService
+from chainloom.commands.tasks import TaskEngine
+from chainloom.commands.hooks import HookCommands, HookRunner
 from chainloom.commands.providers import ProviderCommands
+from chainloom.commands.taskchains import TaskChainCommands
 from chainloom.infra.kafka_relay import RelayService
 from chainloom.infra.settings import Settings
 from chainloom.projections.downloads import DownloadJob, ProgressFeed
@@ -19,8 +22,11 @@ from chainloom.projections.waits import ReadModels
 from chainloom.queries.catalog import CatalogQueries
 from chainloom.queries.downloads import DownloadQueries
 from chainloom.queries.eventsource import EventSourceQueries
+from chainloom.queries.hooks import HookQueries
 from chainloom.queries.providers import ProviderKeys, ProviderQueries
 from chainloom.queries.runtime import RuntimeQueries
+from chainloom.queries.task_runs import TaskRunQueries
+from chainloom.queries.taskchains import TaskChainQueries
 from chainloom.web.sse import EventHub
 from chainloom.web.workers import Siblings
 
@@ -44,3 +50,10 @@ DOWNLOAD_PROGRESS = web.AppKey("download_progress", ProgressFeed)  # pull progre
 DOWNLOAD_JOB = web.AppKey("download_job", DownloadJob)  # pulls queued models while this process holds its lock
 RECONCILER = web.AppKey("reconciler", Reconciler)  # looks at the grouped backends while this process holds its lock
 RELAY = web.AppKey("relay", RelayService)  # only where this process runs the Kafka relay (or stands by for it)
+HOOK_COMMANDS = web.AppKey("hook_commands", HookCommands)
+HOOK_QUERIES = web.AppKey("hook_queries", HookQueries)
+HOOK_RUNNER = web.AppKey("hook_runner", HookRunner)  # discovers and calls remote hooks (task chains)
+TASKCHAIN_COMMANDS = web.AppKey("taskchain_commands", TaskChainCommands)
+TASKCHAIN_QUERIES = web.AppKey("taskchain_queries", TaskChainQueries)  # stored chains (also for the engine, /openai)
+TASK_ENGINE = web.AppKey("task_engine", TaskEngine)  # runs task chains (POST /tasks, /openai/{chainID}/…)
+TASK_RUN_QUERIES = web.AppKey("task_run_queries", TaskRunQueries)  # recorded chain runs (GET /tasks/runs/{id})

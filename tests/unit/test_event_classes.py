@@ -77,6 +77,18 @@ EXPECTED_EVENTS = {
     "download.failed": "chainloom.domain.downloads:Download.Failed",
     "download.cancelled": "chainloom.domain.downloads:Download.Cancelled",
     "download.dequeued": "chainloom.domain.downloads:Download.Dequeued",
+    "taskchain.created": "chainloom.domain.taskchains:TaskChain.Created",
+    "taskchain.recreated": "chainloom.domain.taskchains:TaskChain.Recreated",
+    "taskchain.updated": "chainloom.domain.taskchains:TaskChain.Updated",
+    "taskchain.deleted": "chainloom.domain.taskchains:TaskChain.Deleted",
+    "hook.created": "chainloom.domain.hooks:RemoteHook.Created",
+    "hook.recreated": "chainloom.domain.hooks:RemoteHook.Recreated",
+    "hook.updated": "chainloom.domain.hooks:RemoteHook.Updated",
+    "hook.deleted": "chainloom.domain.hooks:RemoteHook.Deleted",
+    "task_run.started": "chainloom.domain.task_runs:TaskRun.Started",
+    "task_run.step_recorded": "chainloom.domain.task_runs:TaskRun.StepRecorded",
+    "task_run.finished": "chainloom.domain.task_runs:TaskRun.Finished",
+    "task_run.failed": "chainloom.domain.task_runs:TaskRun.Failed",
 }
 
 
