@@ -124,3 +124,45 @@ async def test_the_operations_are_described(client):
     assert status == 200
     assert {"200", "400", "422"} <= set(document["paths"]["/tasks"]["post"]["responses"])
     assert "200" in document["paths"]["/tasks/runs/{id}"]["get"]["responses"]
+
+
+async def test_a_tool_calling_loop_runs_the_model_s_calls_through_a_remote_hook(client, settings):
+    """The whole loop with real parts: a model (the fake Ollama, grouped) asks for a hook's tool, the
+    engine calls the hook service over HTTP, feeds its answer back, and the model answers in text."""
+    from tests.api.test_hooks import HookService
+    from tests.integration.test_task_engine import ScriptedOllama
+
+    hook = HookService()
+    await hook.server.start_server()
+    try:
+        status, _ = await call(client, "POST", "/hooks/remote", {"name": "echo", "endpointUrl": hook.url, "timeoutMs": 5000})
+        assert status == 201
+        async with ScriptedOllama() as ollama:
+            ollama.add_model(settings.chat_model)
+            ollama.script = ["", "The hook said hello."]
+            ollama.tool_script = [[{"name": "echo.echo", "arguments": {"input": "hello"}}], None]
+            status, backend = await call(client, "POST", "/backends", {"name": "o", "baseUrl": ollama.url, "type": "ollama"})
+            assert status == 201, backend
+            status, _ = await call(client, "POST", f"/backend-affinity/internal_chat_group/backends/{backend['id']}")
+            assert status == 201
+            agent = {
+                "id": "agent",
+                "handler": "model_execution",
+                "execute_config": {"hooks": ["echo"]},
+                "transition": {"branches": [{"operator": "equals", "when": "tool-call", "goto": "tools"}, {"operator": "default", "goto": "reply"}]},
+            }
+            chain = {"id": "agent", "tasks": [agent, task("tools", "execute_tool_calls", goto="agent"), task("reply", "convert_to_openai_chat_response")]}
+            history = {"messages": [{"role": "user", "content": "Say hello through the hook."}]}
+            for _ in range(300):  # until the reconciler has observed the backend
+                status, answer = await call(client, "POST", "/tasks", {"input": history, "inputType": "chat_history", "chain": chain})
+                if status == 200 or "no model matched" not in answer["error"]["message"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert status == 200, answer
+            assert [u["transition"] for u in answer["state"]] == ["tool-call", "tools_executed", "executed", "converted"]
+            assert answer["output"]["choices"][0]["message"]["content"] == "The hook said hello."
+            assert hook.seen[-1]["body"] == {"input": "hello"}  # the prefix stripped, the arguments flat
+            chats = [body for _, path, body in ollama.requests if path == "/api/chat"]
+            assert chats[1]["messages"][-1]["role"] == "tool" and "hello" in chats[1]["messages"][-1]["content"]
+    finally:
+        await hook.server.close()
