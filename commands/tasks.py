@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chainloom.commands.base import Aggregates, CommandContext, CommandRunner, Decision
-from chainloom.domain.errors import BadRequest, DomainError
+from chainloom.domain.errors import BadRequest, DomainError, Unavailable, Unprocessable, UpstreamRefused
 from chainloom.domain.task_runs import TaskRun
 from chainloom.domain.taskchains import ChainDefinition, TaskDefinition, parse_duration
 from chainloom.domain.taskengine import ChainFailed, TaskError
@@ -119,12 +119,16 @@ class RunResult:
 class _Failed(Exception):
     """A handler failed: the cause, and what the attempt returned (the on_failure target's default input)."""
 
-    def __init__(self, cause: str, output: Any = None, output_type: str = ANY, transition: str = "") -> None:
+    def __init__(
+        self, cause: str, output: Any = None, output_type: str = ANY, transition: str = "", *, upstream: DomainError | None = None
+    ) -> None:
         super().__init__(cause)
         self.cause = cause
         self.output = output
         self.output_type = output_type
         self.transition = transition
+        # An LLM backend or hook that was unavailable or refused: what the run's failure answers as.
+        self.upstream = upstream if isinstance(upstream, (Unavailable, UpstreamRefused)) and not isinstance(upstream, Unprocessable) else None
 
 
 # -- the log ------------------------------------------------------------------------------------------------
@@ -425,7 +429,7 @@ class _Run:
             except TaskError as error:
                 failure = _Failed(str(error))
             except DomainError as error:
-                failure = _Failed(error.message)
+                failure = _Failed(error.message, upstream=error)
             duration = (time.perf_counter() - started) * 1000.0
             if failure is not None:
                 output, output_type, transition = failure.output, failure.output_type, failure.transition
@@ -452,7 +456,9 @@ class _Run:
                 if target not in self.tasks:
                     raise ChainFailed(f"error transition target not found: task not found: {target}")
                 return output, output_type, target
-            raise ChainFailed(f"task {tid} failed after {task.retry_on_failure} retries: task {tid}: {failure.cause}")
+            raise ChainFailed(
+                f"task {tid} failed after {task.retry_on_failure} retries: task {tid}: {failure.cause}", upstream=failure.upstream
+            )
         if task.compose is not None:
             output, output_type = self._compose(task, output, output_type)
         self.values["previous_output"] = output
@@ -563,7 +569,7 @@ class _Run:
                 temperature=config.temperature if config is not None else None,
             )
         except DomainError as error:
-            raise _Failed(error.message, *failed) from None
+            raise _Failed(error.message, *failed, upstream=error) from None
         return reply.strip()
 
     async def _embedding(self, task: TaskDefinition, text: str) -> list[float]:
@@ -577,7 +583,7 @@ class _Run:
         try:
             return await self.engine._execution.embed(text, models[0] if models else None, providers[0] if providers else None)
         except DomainError as error:
-            raise _Failed(error.message) from None
+            raise _Failed(error.message, upstream=error) from None
 
     async def _model_execution(self, task: TaskDefinition, value: Any, value_type: str) -> tuple[Any, str, str]:
         config = task.execute_config
@@ -628,7 +634,7 @@ class _Run:
                 )
                 reply = result.message
         except DomainError as error:
-            raise _Failed(f"chat completion failed: {error.message}") from None
+            raise _Failed(f"chat completion failed: {error.message}", upstream=error) from None
         calls = [
             {"id": call.id or f"call_{secrets.token_hex(6)}", "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
             for call in reply.tool_calls
@@ -674,7 +680,7 @@ class _Run:
             try:
                 result, kind = await self.engine._hooks.call(hook, tool, args)
             except DomainError as error:
-                raise _Failed(error.message, history, CHAT_HISTORY) from None
+                raise _Failed(error.message, history, CHAT_HISTORY, upstream=error) from None
             if result is None:
                 content = "nil"
             elif kind in (JSON, ANY):
@@ -695,7 +701,7 @@ class _Run:
         try:
             result, kind = await self.engine._hooks.call(hook.name, hook.tool_name, args)
         except DomainError as error:
-            raise _Failed(error.message, None, ANY, "failed") from None
+            raise _Failed(error.message, None, ANY, "failed", upstream=error) from None
         if task.output_template:
             try:
                 text = render(task.output_template, _go_decoded(result) if kind == JSON else result)

@@ -196,7 +196,7 @@ _ANSWERED = (
 @routes.post("/openai/{chainID}/v1/chat/completions")
 @responds(200, ChatCompletion, _ANSWERED)
 @query(StackTraceQuery)
-@fails(400, 404)
+@fails(400, 404, 502, 503)
 @request_body(ChatCompletionBody)
 async def chain_chat_completions(request: web.Request) -> web.StreamResponse:
     """Runs the task chain on an OpenAI chat request and answers a chat completion (or streams it).
@@ -214,7 +214,7 @@ async def chain_chat_completions(request: web.Request) -> web.StreamResponse:
 @routes.post("/v1/chat/completions")
 @responds(200, ChatCompletion, _ANSWERED)
 @query(StackTraceQuery)
-@fails(400, 404)
+@fails(400, 404, 502, 503)
 @request_body(ChatCompletionBody)
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """OpenAI's chat completions on the default chain: any OpenAI client pointed at chainloom works.
@@ -316,7 +316,7 @@ async def _complete(request: web.Request, body: ChatCompletionBody, chain: Chain
             chain, chain_input(body), OPENAI_CHAT, client_tools=client_tools(body), ctx=command_context(request)
         )
     except ChainFailed as error:
-        raise Unprocessable(f"chain execution failed: {error.message}") from None
+        raise error.as_answer(f"chain execution failed: {error.message}") from None
     completion = completion_of(result, body, completion_id())
     if _stack_trace_wanted(request) and result.state:
         completion["stackTrace"] = result.state
@@ -464,7 +464,7 @@ async def _stream(request: web.Request, body: ChatCompletionBody, chain: ChainDe
                 ctx=command_context(request),
             )
         except ChainFailed as error:
-            raise Unprocessable(f"chain execution failed: {error.message}") from None
+            raise error.as_answer(f"chain execution failed: {error.message}") from None
         completion = completion_of(result, body, stream.head["id"])
         if not completion["choices"] and stream.response is None:
             raise Unprocessable("no choices returned from the model")

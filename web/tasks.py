@@ -10,12 +10,14 @@ their partial state is at ``GET /tasks/runs/{id}``).
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from chainloom.domain.errors import BadRequest, Unprocessable
+from chainloom.domain.errors import BadRequest, Unavailable, Unprocessable
 from chainloom.domain.taskchains import ChainDefinition
 from chainloom.domain.taskengine import ChainFailed
 from chainloom.domain.taskengine.values import TYPES, convert_input
@@ -95,7 +97,7 @@ def _field(body: dict[str, Any], name: str) -> Any:
 
 @routes.post("/tasks")
 @responds(200, TasksAnswer)
-@fails(400, 422)
+@fails(400, 422, 502, 503)
 @request_body(TasksBody)
 async def run_tasks(request: web.Request) -> web.Response:
     """Runs a task chain on an input and answers its output, its type and the state of every attempt.
@@ -120,8 +122,11 @@ async def run_tasks(request: web.Request) -> web.Response:
     try:
         result = await request.app[TASK_ENGINE].run(chain, value, value_type, ctx=command_context(request))
     except ChainFailed as error:
-        headers = {RUN_HEADER: error.run_id} if error.run_id else None
-        return error_response(status_of(error), error.message, error.param, headers=headers)
+        answer = error.as_answer()
+        headers = {RUN_HEADER: error.run_id} if error.run_id else {}
+        if isinstance(answer, Unavailable):
+            headers["Retry-After"] = str(max(1, math.ceil(answer.retry_after)))
+        return error_response(status_of(answer), answer.message, answer.param, headers=headers or None)
     response = json_response({"id": result.run_id, "output": result.output, "outputType": result.output_type, "state": result.state})
     response.headers[RUN_HEADER] = result.run_id
     return response

@@ -17,7 +17,7 @@ from aiohttp import web
 from chainloom.commands.base import CommandContext
 from chainloom.commands.execution import Defaults, ExecutionService
 from chainloom.commands.tasks import TaskEngine, estimate_tokens
-from chainloom.domain.errors import BadRequest
+from chainloom.domain.errors import BadRequest, Unavailable, Unprocessable, UpstreamRefused
 from chainloom.domain.hooks import HookFailed
 from chainloom.domain.runtime import BackendState, PulledModel
 from chainloom.domain.taskchains import ChainDefinition
@@ -497,3 +497,21 @@ async def test_model_execution_on_an_openai_backend() -> None:
             assert result.output["outputTokens"] == estimate_tokens("from openai")
     finally:
         await clients.close()
+
+
+async def test_a_run_ended_by_its_backend_answers_as_the_backend_failed(env):
+    """A backend that is down ends the run with 503 (Retry-After: the service's), one that refuses with 502:
+    a client may retry those, unlike a chain's own failure (422)."""
+    engine, ollama, _, _ = env
+    ollama.fail_with = 500
+    with pytest.raises(ChainFailed) as down:
+        await engine.run(chain(task("say", "raw_string")), "hi", "string", ctx=CTX)
+    answer = down.value.as_answer()
+    assert isinstance(answer, Unavailable) and answer.retry_after == 1 and answer.message == down.value.message
+    ollama.fail_with = 400
+    with pytest.raises(ChainFailed) as refused:
+        await engine.run(chain(task("say", "raw_string")), "hi", "string", ctx=CTX)
+    assert type(refused.value.as_answer()) is UpstreamRefused
+    with pytest.raises(ChainFailed) as own:
+        await engine.run(chain(task("boom", "raise_error")), "no", "string", ctx=CTX)
+    assert type(own.value.as_answer()) is Unprocessable
