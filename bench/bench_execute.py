@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -49,10 +48,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import WrkResult, service, wrk  # noqa: E402
+from bench.harness import WrkResult, service, url_process, wrk  # noqa: E402
 from chainloom.commands.execution import TASK_INSTRUCTION  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "phi3:3.8b"  # the fake Ollama holds it, and it is the default task model
 PROMPT = "What is the capital of France? Answer with one word."
 
@@ -77,13 +75,8 @@ wrk.path = "/execute"
 @contextmanager
 def fake_ollama() -> Iterator[str]:
     """The fake Ollama in its own process; yields its base URL."""
-    process = subprocess.Popen([sys.executable, "-m", "tests.fakes.llm", "ollama"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with url_process([sys.executable, "-m", "tests.fakes.llm", "ollama"]) as url:
+        yield url
 
 
 def _json(base: str, method: str, path: str, body: object = None) -> object:
@@ -183,15 +176,8 @@ def streaming_fake(chunk_delay: float = 0.0) -> Iterator[str]:
 
     With a delay its errors are not shown: the client stops reading at the "done" line, and the fake, which
     waits after every piece, then finds the connection closed when it ends the body (a traceback, harmless)."""
-    args = [sys.executable, "-c", STREAMING_FAKE, str(chunk_delay), *STREAM_PIECES]
-    stderr = subprocess.DEVNULL if chunk_delay else None
-    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with url_process([sys.executable, "-c", STREAMING_FAKE, str(chunk_delay), *STREAM_PIECES], quiet=bool(chunk_delay)) as url:
+        yield url
 
 
 class FixedStates:

@@ -28,14 +28,10 @@ KEY = "sk-test"
 @contextmanager
 def fake(kind: str) -> Iterator[str]:
     """A fake provider in its own process; yields its base URL (OpenAI's ends in /v1)."""
-    args = [sys.executable, "-m", "tests.fakes.llm", kind] + ([KEY] if kind == "openai" else [])
-    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    from bench.harness import url_process  # (the project's root is on the path by then: main)
+
+    with url_process([sys.executable, "-m", "tests.fakes.llm", kind] + ([KEY] if kind == "openai" else [])) as url:
+        yield url
 
 
 def run(main: Callable[[], Awaitable[float]]) -> float:

@@ -22,6 +22,20 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@contextmanager
+def url_process(args: list[str], *, quiet: bool = False) -> Iterator[str]:
+    """A process (a fake provider of tests/fakes/llm.py) that prints its base URL on its first line and then
+    serves until terminated; yields that URL. ``quiet``: its stderr is not shown."""
+    stderr = subprocess.DEVNULL if quiet else None
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

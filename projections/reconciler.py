@@ -42,7 +42,7 @@ from chainloom.commands.runtime import RECONCILER, RuntimeCommands
 from chainloom.domain.backend_state import ZERO_TIME, Observation
 from chainloom.domain.errors import TooLarge
 from chainloom.domain.runtime import PulledModel
-from chainloom.infra.providers._http import safe_url
+from chainloom.infra.providers import safe_url
 from chainloom.infra.providers.base import Endpoint, ProviderClient, ProviderError
 from chainloom.infra.singleton import Lock
 from chainloom.infra.timefmt import format_ns, parse_ns

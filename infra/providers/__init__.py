@@ -15,14 +15,14 @@ import urllib.request
 
 import aiohttp
 
-from chainloom.infra.providers._http import Timeouts
+from chainloom.infra.providers._http import Timeouts, safe_url
 from chainloom.infra.providers.base import Endpoint, ProviderClient, Unsupported
 from chainloom.infra.providers.gemini import GeminiClient
 from chainloom.infra.providers.ollama import OllamaClient
 from chainloom.infra.providers.openai import OpenAIClient
 from chainloom.infra.settings import Settings
 
-__all__ = ["Clients", "open_clients"]
+__all__ = ["Clients", "open_clients", "safe_url"]
 
 # Connections the shared session keeps open at once, across every backend.
 _CONNECTIONS = 1024

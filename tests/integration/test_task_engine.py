@@ -25,6 +25,7 @@ from chainloom.domain.taskengine import ChainFailed
 from chainloom.infra.providers import open_clients
 from chainloom.infra.settings import Settings
 from tests.fakes.llm import FakeOllama, FakeOpenAI
+from tests.integration.test_execution_service import Keys, States
 
 MODEL = "phi3:3.8b"
 EMBEDDER = "nomic-embed-text:latest"
@@ -38,19 +39,6 @@ def pulled(name: str, **caps: bool) -> PulledModel:
 
 ALL = pulled(MODEL, can_chat=True, can_prompt=True, can_stream=True)
 EMBEDS = pulled(EMBEDDER, can_embed=True)
-
-
-class States:
-    def __init__(self) -> None:
-        self.current: list[BackendState] = []
-
-    async def states(self) -> list[BackendState]:
-        return self.current
-
-
-class Keys(dict):
-    async def api_key(self, provider_type: str) -> str | None:
-        return self.get(provider_type)
 
 
 class ScriptedOllama(FakeOllama):
