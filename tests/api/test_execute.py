@@ -94,15 +94,16 @@ def settings(settings):
     return settings.model_copy(update={"reconcile_interval": 0.1})
 
 
-async def _observed(client, backend_id: str, model: str | None = None, error: bool = False) -> dict:
-    """Wait until /state shows the backend (holding ``model``, or in error)."""
+async def _observed(client, backend_id: str, model: str | None = None, error: bool = False, can: str = "") -> dict:
+    """Wait until /state shows the backend (holding ``model`` — with the capability ``can``, e.g. ``canEmbed``,
+    which comes from the groups' declarations and so may show a look later than the model — or in error)."""
     state: dict = {}
     for _ in range(300):
         status, states = await call(client, "GET", "/state")
         assert status == 200, states
         state = next((s for s in states if s["id"] == backend_id), {})
         if state and (error and state.get("error") or not error and not state.get("error") and (
-            model is None or any(p["name"] == model for p in state["pulledModels"]))):
+            model is None or any(p["name"] == model and (not can or p[can]) for p in state["pulledModels"]))):
             return state
         await asyncio.sleep(0.05)
     raise AssertionError(f"/state never showed {backend_id} as wanted: {state}")
@@ -124,7 +125,7 @@ async def test_execute_and_embed_are_served_by_a_grouped_backend(client, setting
         backend_id = await _grouped_ollama(client, ollama, "ollama-1")
         await call(client, "POST", f"/backend-affinity/internal_embed_group/backends/{backend_id}")
         await _observed(client, backend_id, settings.task_model)
-        await _observed(client, backend_id, settings.embed_model)
+        await _observed(client, backend_id, settings.embed_model, can="canEmbed")
         status, answer = await call(client, "POST", "/execute", {"prompt": "2+2?"})
         assert status == 200, answer
         assert answer["response"] == "four" and len(answer["id"]) == 36
