@@ -6,6 +6,7 @@ from chainloom.projections.base import Projector
 from chainloom.projections.catalog import CatalogProjector
 from chainloom.projections.downloads import DownloadsProjector
 from chainloom.projections.eventsource import EventSourceProjector
+from chainloom.projections.functions import FunctionsProjector
 from chainloom.projections.hooks import HooksProjector
 from chainloom.projections.providers import ProvidersProjector
 from chainloom.projections.runtime import RuntimeProjector
@@ -22,5 +23,6 @@ def all_projectors() -> list[Projector]:
         DownloadsProjector(),
         HooksProjector(),
         TaskChainsProjector(),
+        FunctionsProjector(),
         TaskRunsProjector(),
     ]

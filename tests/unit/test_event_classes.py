@@ -89,6 +89,17 @@ EXPECTED_EVENTS = {
     "task_run.step_recorded": "chainloom.domain.task_runs:TaskRun.StepRecorded",
     "task_run.finished": "chainloom.domain.task_runs:TaskRun.Finished",
     "task_run.failed": "chainloom.domain.task_runs:TaskRun.Failed",
+    "trigger.fired": "chainloom.domain.trigger_executions:TriggerExecution.Fired",
+    "function.created": "chainloom.domain.functions:Function.Created",
+    "function.recreated": "chainloom.domain.functions:Function.Recreated",
+    "function.updated": "chainloom.domain.functions:Function.Updated",
+    "function.deleted": "chainloom.domain.functions:Function.Deleted",
+    "function.trigger_attached": "chainloom.domain.functions:Function.TriggerAttached",
+    "function.trigger_detached": "chainloom.domain.functions:Function.TriggerDetached",
+    "event_trigger.created": "chainloom.domain.functions:EventTrigger.Created",
+    "event_trigger.recreated": "chainloom.domain.functions:EventTrigger.Recreated",
+    "event_trigger.updated": "chainloom.domain.functions:EventTrigger.Updated",
+    "event_trigger.deleted": "chainloom.domain.functions:EventTrigger.Deleted",
 }
 
 
