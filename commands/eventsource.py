@@ -469,8 +469,8 @@ class EventSourceCommands:
 
     # -- POST /replay --------------------------------------------------------
 
-    async def replay(self, nid: int, from_ns: int, to_ns: int) -> None:
-        """Map a kept raw event again with the current mapping, appending a new event."""
+    async def replay(self, nid: int, from_ns: int, to_ns: int) -> tuple[int, str]:
+        """Map a kept raw event again with the current mapping, appending a new event; its position and type."""
         event = await self._run_blocking(self._remap, nid, from_ns, to_ns)
         try:
             positions = await self._writer.append([self._log.mapper.to_stored_external(event)])
@@ -480,6 +480,7 @@ class EventSourceCommands:
                 f" event '{event.id}' is already recorded"
             ) from None
         await self._wait_for(positions[0])
+        return positions[0], event.event_type
 
     def _remap(self, nid: int, from_ns: int, to_ns: int) -> ExternalEvent:
         """The event the current mapping makes of the raw event at ``nid``."""

@@ -7,6 +7,7 @@ this module knows. All methods block: call them from a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from chainloom.infra.schema import (
     SQLITE_RELATIONS,
     LogRecorder,
     log_env,
+    missing,
     schema_lock,
     uses_postgres,
 )
@@ -90,6 +92,7 @@ AGGREGATE_CACHE_SIZE = 10_000
 class EventLog:
     def __init__(self, env: Mapping[str, str], mapper: EnvelopeMapper | None = None) -> None:
         postgres = uses_postgres(env)
+        self._env = dict(env)
         self._placeholder = "%s" if postgres else "?"
         recorder = PostgresLogRecorder if postgres else SQLiteLogRecorder
         factory_env = log_env(env) | {"APPLICATION_RECORDER_TOPIC": get_topic(recorder)}
@@ -135,6 +138,38 @@ class EventLog:
     def _transaction(self, *, commit: bool = True) -> Iterator[SqlCursor]:
         with self.recorder.datastore.transaction(commit=commit) as raw:  # type: ignore[attr-defined]
             yield SqlCursor(raw, self._placeholder)
+
+    # -- tables kept beside the log (written in its transactions) ---------------------------------
+
+    @property
+    def events_table(self) -> str:
+        return str(self.recorder.events_table_name)  # type: ignore[attr-defined]
+
+    @property
+    def position_column(self) -> str:
+        """The column holding an event's position (``nid``) in ``events_table``."""
+        return "notification_id" if self._placeholder == "%s" else "rowid"
+
+    def transaction(self, *, commit: bool = True) -> contextlib.AbstractContextManager[SqlCursor]:
+        """A transaction on the log's database, for the tables kept beside it."""
+        return self._transaction(commit=commit)
+
+    def ensure_tables(self, statements: Sequence[str]) -> None:
+        """Create what is missing of these tables and indexes (``CREATE … IF NOT EXISTS``), serialised with
+        other processes; when nothing is missing, nothing is locked (appenders are not held up)."""
+        relations = POSTGRES_RELATIONS if self._placeholder == "%s" else SQLITE_RELATIONS
+
+        def existing() -> set[str]:
+            with self._transaction(commit=False) as cursor:
+                cursor.execute(relations)
+                return {row["name"] for row in cursor.fetchall()}
+
+        if not missing(statements, existing()):
+            return
+        with schema_lock(self._env):
+            with self._transaction() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
 
     def get(self, aggregate_class: type[A], key: str) -> A | None:
         """The aggregate as its events tell it, or None if it never existed."""

@@ -120,6 +120,17 @@ class Settings(BaseSettings):
     # The chain POST /v1/chat/completions runs (web/openai_chat.py); empty: the built-in "chainloom-chat"
     # (the request's model, answered as a chat completion).
     default_chat_chain: str = Field("", validation_alias=_env("DEFAULT_CHAT_CHAIN"))
+    # Functions and event triggers (projections/dispatch.py, infra/sandbox): whether this process takes part in
+    # trigger dispatch (one process of those that do runs it); the sandbox processes the dispatcher runs scripts
+    # in; a script's wall-clock limit (seconds of its own running, host calls excluded) and memory limit; how
+    # deep a chain of functions emitting events that trigger functions may go; how long POST /events, /ingest
+    # and /replay wait for the triggers of what they appended before answering (0: they do not wait).
+    triggers: bool = Field(True, validation_alias=_env("TRIGGERS"))
+    sandbox_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, validation_alias=_env("SANDBOX_WORKERS"))
+    function_timeout: float = Field(5.0, gt=0, validation_alias=_env("FUNCTION_TIMEOUT"))
+    function_memory_mb: int = Field(64, ge=8, validation_alias=_env("FUNCTION_MEMORY_MB"))
+    function_max_depth: int = Field(16, ge=1, validation_alias=_env("FUNCTION_MAX_DEPTH"))
+    trigger_wait: float = Field(10.0, ge=0, validation_alias=_env("TRIGGER_WAIT"))
 
     @field_validator("embed_model", "task_model", "chat_model")
     @classmethod

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, ExitStack
+from typing import Any
 
 from aiohttp import web
 
@@ -14,6 +15,7 @@ from chainloom.commands.catalog import CatalogCommands, DefaultModel
 from chainloom.commands.downloads import DownloadCommands
 from chainloom.commands.eventsource import EventSourceCommands
 from chainloom.commands.execution import Defaults, ExecutionService
+from chainloom.commands.functions import FunctionCommands
 from chainloom.commands.hooks import HookCommands, HookRunner
 from chainloom.commands.providers import ProviderCommands
 from chainloom.commands.runtime import RuntimeCommands
@@ -23,14 +25,18 @@ from chainloom.domain.downloads import Download
 from chainloom.domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
 from chainloom.infra.blocking import BlockingPool
 from chainloom.infra.bootstrap import open_resources
+from chainloom.infra.dispatch_log import DispatchLog
 from chainloom.infra.eventlog import EventLog
 from chainloom.infra.hooks import HookHttp
 from chainloom.infra.kafka_relay import RelayService, open_relay
 from chainloom.infra.logwriter import LogWriter
 from chainloom.infra.providers import open_clients
 from chainloom.infra.readstore import ReadStore
+from chainloom.infra.sandbox import Limits, SandboxPool
 from chainloom.infra.settings import Settings
 from chainloom.infra.singleton import Throttled, singleton_lock
+from chainloom.projections.dispatch import ListenedTypes, TriggerDispatcher, TriggerWaits
+from chainloom.projections.dispatch_host import HostServices
 from chainloom.projections.downloads import DownloadJob, ProgressFeed, ProgressWriter, ensure_progress_table
 from chainloom.projections.live import LiveLog
 from chainloom.projections.reconciler import Observer, Reconciler
@@ -42,12 +48,14 @@ from chainloom.queries.cache import ReadCache
 from chainloom.queries.catalog import CatalogMemberships, CatalogQueries
 from chainloom.queries.downloads import DownloadQueries, DownloadQueue
 from chainloom.queries.eventsource import EventIndex, EventSourceQueries
+from chainloom.queries.functions import FunctionQueries
 from chainloom.queries.hooks import HookQueries
 from chainloom.queries.providers import ProviderKeys, ProviderQueries
 from chainloom.queries.runtime import RuntimeQueries
 from chainloom.queries.task_runs import TaskRunQueries
 from chainloom.queries.taskchains import TaskChainQueries
 from chainloom.web import catalog, downloads, eventsource, execution, idempotency, providers, runtime, system
+from chainloom.web import functions as function_routes
 from chainloom.web import hooks as hook_routes
 from chainloom.web import taskchains as taskchain_routes
 from chainloom.web import tasks as task_routes
@@ -64,6 +72,8 @@ from chainloom.web.keys import (
     EVENTSOURCE_COMMANDS,
     EVENTSOURCE_QUERIES,
     EXECUTION,
+    FUNCTION_COMMANDS,
+    FUNCTION_QUERIES,
     HOOK_COMMANDS,
     HOOK_QUERIES,
     HOOK_RUNNER,
@@ -81,6 +91,9 @@ from chainloom.web.keys import (
     TASKCHAIN_QUERIES,
     TASK_ENGINE,
     TASK_RUN_QUERIES,
+    TRIGGER_DISPATCHER,
+    TRIGGER_SYNC,
+    TRIGGER_WAITS,
 )
 from chainloom.web.middleware import request_id_middleware, token_middleware, url_values_middleware
 from chainloom.web.sse import EventHub
@@ -118,6 +131,7 @@ def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Appl
     app.add_routes(hook_routes.routes)
     app.add_routes(taskchain_routes.routes)
     app.add_routes(task_routes.routes)
+    app.add_routes(function_routes.routes)
     app.add_routes(openai_chat.routes)
     app[EVENT_HUB] = EventHub(settings.sse_queue_size)
     app.on_shutdown.append(_end_streams)
@@ -172,6 +186,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if settings.kafka_enabled and settings.kafka_relay_in_serve:
             relay = open_relay(settings, log)
 
+        # Background jobs following the log besides the read models (trigger dispatch): poked after a write.
+        log_jobs: list[Any] = []
+
         def wait_on(*needs: str) -> Callable[[int | None], Awaitable[None]]:
             """Read-your-writes on the read models a command service answers from (only those can fail it)."""
 
@@ -180,6 +197,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                     relay.poke()
                 if live is not None:
                     live.poke()
+                for job in log_jobs:
+                    job.poke()
                 if siblings is not None:
                     siblings.doorbell.ring()  # whichever worker projects: the log moved
                 await idempotency.read_your_writes(runner.wait_for, position, settings.projection_timeout, needs)
@@ -194,7 +213,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             live.start()
             stack.push_async_callback(live.stop)
         if siblings is not None:
-            siblings.doorbell.listen(lambda: _rung(runner, live))
+            siblings.doorbell.listen(lambda: _rung(runner, live, log_jobs))
             stack.callback(siblings.doorbell.stop_listening)
         if relay is not None:
             relay.start()
@@ -246,6 +265,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         # Remote hooks: configured through commands; discovered and called over their own guarded session.
         app[HOOK_COMMANDS] = HookCommands(CommandRunner(writer, wait_on("hooks")))
         app[HOOK_QUERIES] = HookQueries(store, pool.run, cache)
+        # Functions and event triggers: data here; run by the trigger dispatcher, which looks again after each change.
+        app[FUNCTION_COMMANDS] = FunctionCommands(CommandRunner(writer, wait_on("functions")), lambda: app[TRIGGER_SYNC]())
+        app[FUNCTION_QUERIES] = FunctionQueries(store, pool.run, cache)
         hook_http = HookHttp(settings.hooks_allow_private_links, settings.provider_connect_timeout)
         stack.push_async_callback(hook_http.close)
         app[HOOK_RUNNER] = HookRunner(app[HOOK_QUERIES], hook_http)
@@ -256,7 +278,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
         async def announce(position: int | None) -> None:
             """The seeding's appends are announced like a command's, not waited for (``StartUp`` waits)."""
-            for follower in (relay, live, runner):
+            for follower in (relay, live, runner, *log_jobs):
                 if follower is not None:
                     follower.poke()
             if siblings is not None:
@@ -328,18 +350,82 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if settings.reconciler:
             reconciler.start()
             stack.push_async_callback(reconciler.stop)
+        log_jobs.append(_trigger_dispatch(app, stack, settings, log, writer, runner, pool, siblings, [relay, live, runner]))
         if isinstance(runner, ProjectionRunner):
             # This process (or a sibling worker) projects: the seeds show within moments, before the first answer.
             await startup.settled(settings.projection_timeout)
         yield
 
 
-def _rung(runner: ReadModels, live: LiveLog | None) -> None:
+def _trigger_dispatch(
+    app: web.Application,
+    stack: AsyncExitStack,
+    settings: Settings,
+    log: EventLog,
+    writer: LogWriter,
+    read_models: ReadModels,
+    pool: BlockingPool,
+    siblings: Siblings | None,
+    followers: list[Any],
+) -> TriggerDispatcher:
+    """Functions run by event triggers: dispatched by one process (the ``triggers`` lock) in sandbox processes
+    it starts when it first runs a script; every process's POST /events, /ingest and /replay wait for them."""
+    dispatch_log = DispatchLog(log)
+    listened = ListenedTypes(app[FUNCTION_QUERIES].listened_types, changes=siblings.trigger_changes if siblings else None)
+    app[TRIGGER_SYNC] = listened.clear
+
+    def appended() -> None:
+        for follower in followers:
+            if follower is not None:
+                follower.poke()
+        if siblings is not None:
+            siblings.doorbell.ring()
+
+    sandbox = SandboxPool(
+        settings.sandbox_workers,
+        Limits(timeout=settings.function_timeout, memory_bytes=settings.function_memory_mb * 2**20),
+    )
+    stack.push_async_callback(sandbox.close)
+    dispatcher = TriggerDispatcher(
+        log,
+        writer,
+        dispatch_log,
+        app[FUNCTION_QUERIES],
+        read_models,
+        sandbox,
+        HostServices(app[EXECUTION], app[TASKCHAIN_QUERIES], app[TASK_ENGINE]),
+        pool.run,
+        lock=Throttled(singleton_lock(settings, "triggers"), LOCK_RETRY),
+        max_depth=settings.function_max_depth,
+        wait_timeout=settings.projection_timeout,
+        on_commit=appended,
+    )
+    app[TRIGGER_DISPATCHER] = dispatcher
+    app[TRIGGER_WAITS] = TriggerWaits(
+        dispatcher,
+        dispatch_log,
+        listened,
+        lambda position: idempotency.read_your_writes(
+            read_models.wait_for, position, settings.projection_timeout, ("eventsource",)
+        ),
+        pool.run,
+        timeout=settings.trigger_wait,
+        max_depth=settings.function_max_depth,
+    )
+    if settings.triggers:
+        dispatcher.start()
+        stack.push_async_callback(dispatcher.stop)
+    return dispatcher
+
+
+def _rung(runner: ReadModels, live: LiveLog | None, log_jobs: list[Any]) -> None:
     """Another worker wrote or projected: look now rather than at the next poll."""
     if isinstance(runner, ProjectionRunner):
         runner.poke()
     if live is not None:
         live.poke()
+    for job in log_jobs:
+        job.poke()
 
 
 def _read_models(

@@ -23,7 +23,15 @@ from chainloom.infra.version import node_instance_id
 from chainloom.projections.eventsource import EventSourceProjector
 from chainloom.queries.eventsource import Window, parse_limit, parse_raw_limit, required
 from chainloom.web.bodies import JsonInt, json_response, read_body, read_limited, with_body
-from chainloom.web.keys import EVENT_HUB, EVENTSOURCE_COMMANDS, EVENTSOURCE_QUERIES, LOG_HEAD, PROJECTIONS, SETTINGS
+from chainloom.web.keys import (
+    EVENT_HUB,
+    EVENTSOURCE_COMMANDS,
+    EVENTSOURCE_QUERIES,
+    LOG_HEAD,
+    PROJECTIONS,
+    SETTINGS,
+    TRIGGER_WAITS,
+)
 from chainloom.web.middleware import NODE_HEADER, REQUEST_ID, REQUEST_ID_HEADER, command_context
 from chainloom.web.openapi import fails, headers, path_values, query, request_body, responds
 from chainloom.web.schemas import (
@@ -53,6 +61,8 @@ routes = web.RouteTableDef()
 
 _INTEGER = re.compile(r"^[+-]?[0-9]{1,18}$")
 _BAD_PATH_VALUE = "serverops: bad path value"
+# Whether the triggers of what a request appended ran before it answered (``done``) or still run (``pending``).
+TRIGGERS_HEADER = "X-Chainloom-Triggers"
 
 
 class _Body(BaseModel):
@@ -205,7 +215,7 @@ async def append_event(request: web.Request, body: EventBody) -> web.Response:
         data=body.data,
         metadata=body.metadata,
     )
-    return json_response(event, 201)
+    return await _after_triggers(request, json_response(event, 201), [(event["nid"], event["event_type"])])
 
 
 @routes.get("/events/aggregate")
@@ -402,7 +412,7 @@ async def ingest(request: web.Request) -> web.Response:
         raise BadRequest(f"path query parameter is required: {_BAD_PATH_VALUE}", param="path")
     body = await read_limited(request, request.app[SETTINGS].ingest_max_bytes)
     answer = await _commands(request).ingest(path, body, request.headers, command_context(request))
-    return json_response(answer, 201)
+    return await _after_triggers(request, json_response(answer, 201), [(answer["nid"], answer["event_type"])])
 
 
 def _replay_time(request: web.Request, name: str) -> int:
@@ -429,8 +439,19 @@ async def replay(request: web.Request) -> web.Response:
     from_ns, to_ns = _replay_time(request, "from"), _replay_time(request, "to")
     if from_ns > to_ns:
         raise BadRequest(f"'from' cannot be after 'to': {_BAD_PATH_VALUE}", param="from")
-    await _commands(request).replay(int(text), from_ns, to_ns)
-    return json_response("event replayed", 202)
+    appended = await _commands(request).replay(int(text), from_ns, to_ns)
+    return await _after_triggers(request, json_response("event replayed", 202), [appended])
+
+
+async def _after_triggers(request: web.Request, response: web.Response, appended: list[tuple[int, str]]) -> web.Response:
+    """Answer once the triggers of the appended events ran (the reference ran them inline), saying so in
+    ``X-Chainloom-Triggers``: ``done``, or ``pending`` when ``CHAINLOOM_TRIGGER_WAIT`` passed first (they
+    still run). No header: no trigger listens for these events."""
+    waits = request.app.get(TRIGGER_WAITS)
+    status = await waits.settle(appended) if waits is not None else None
+    if status is not None:
+        response.headers[TRIGGERS_HEADER] = status
+    return response
 
 
 # -- mappings --------------------------------------------------------------------

@@ -10,18 +10,21 @@ from chainloom.commands.catalog import CatalogCommands
 from chainloom.commands.downloads import DownloadCommands
 from chainloom.commands.eventsource import EventSourceCommands
 from chainloom.commands.execution import ExecutionService
+from chainloom.commands.functions import FunctionCommands
 from chainloom.commands.tasks import TaskEngine
 from chainloom.commands.hooks import HookCommands, HookRunner
 from chainloom.commands.providers import ProviderCommands
 from chainloom.commands.taskchains import TaskChainCommands
 from chainloom.infra.kafka_relay import RelayService
 from chainloom.infra.settings import Settings
+from chainloom.projections.dispatch import TriggerDispatcher, TriggerWaits
 from chainloom.projections.downloads import DownloadJob, ProgressFeed
 from chainloom.projections.reconciler import Reconciler
 from chainloom.projections.waits import ReadModels
 from chainloom.queries.catalog import CatalogQueries
 from chainloom.queries.downloads import DownloadQueries
 from chainloom.queries.eventsource import EventSourceQueries
+from chainloom.queries.functions import FunctionQueries
 from chainloom.queries.hooks import HookQueries
 from chainloom.queries.providers import ProviderKeys, ProviderQueries
 from chainloom.queries.runtime import RuntimeQueries
@@ -57,3 +60,8 @@ TASKCHAIN_COMMANDS = web.AppKey("taskchain_commands", TaskChainCommands)
 TASKCHAIN_QUERIES = web.AppKey("taskchain_queries", TaskChainQueries)  # stored chains (also for the engine, /openai)
 TASK_ENGINE = web.AppKey("task_engine", TaskEngine)  # runs task chains (POST /tasks, /openai/{chainID}/…)
 TASK_RUN_QUERIES = web.AppKey("task_run_queries", TaskRunQueries)  # recorded chain runs (GET /tasks/runs/{id})
+FUNCTION_COMMANDS = web.AppKey("function_commands", FunctionCommands)  # functions and event triggers
+FUNCTION_QUERIES = web.AppKey("function_queries", FunctionQueries)  # also the trigger dispatcher's listeners
+TRIGGER_SYNC: web.AppKey[Callable[[], None]] = web.AppKey("trigger_sync")  # POST /executor/sync: look at triggers again
+TRIGGER_DISPATCHER = web.AppKey("trigger_dispatcher", TriggerDispatcher)  # runs functions while this process holds its lock
+TRIGGER_WAITS = web.AppKey("trigger_waits", TriggerWaits)  # POST /events, /ingest, /replay wait for their triggers

@@ -26,7 +26,7 @@ from chainloom.infra.version import VERSION, node_instance_id
 from chainloom.projections.waits import ProjectionFaulted, ReadModels, ReadModelsBehind
 from chainloom.web.bodies import json_response
 from chainloom.web.errors import error_response
-from chainloom.web.keys import DOWNLOAD_JOB, PROJECTIONS, RECONCILER, RELAY, SETTINGS
+from chainloom.web.keys import DOWNLOAD_JOB, PROJECTIONS, RECONCILER, RELAY, SETTINGS, TRIGGER_DISPATCHER
 from chainloom.web.openapi import describe, fails, responds
 from chainloom.web.schemas import Ready, Version
 
@@ -180,7 +180,12 @@ async def ready(request: web.Request) -> web.Response:
 
 def _holds(app: web.Application) -> list[str]:
     """The singleton jobs this process holds now (with several worker processes, one holds each)."""
-    jobs = (("projections", app[PROJECTIONS]), ("reconciler", app.get(RECONCILER)), ("downloads", app.get(DOWNLOAD_JOB)))
+    jobs = (
+        ("projections", app[PROJECTIONS]),
+        ("reconciler", app.get(RECONCILER)),
+        ("downloads", app.get(DOWNLOAD_JOB)),
+        ("triggers", app.get(TRIGGER_DISPATCHER)),
+    )
     held = [name for name, job in (*jobs, ("kafka-relay", app.get(RELAY))) if job is not None and job.holding]
     return held
 

@@ -130,14 +130,20 @@ class Siblings:
     version: SharedVersion
     doorbell: Doorbell
     mapping_changes: SharedVersion  # moved by every change of a webhook mapping (their caches)
+    trigger_changes: SharedVersion  # moved by every change of a function or event trigger (their caches)
 
     @classmethod
     def of(cls, workers: int) -> Siblings:
-        return cls(SharedVersion(workers), Doorbell(workers), SharedVersion(workers))
+        return cls(SharedVersion(workers), Doorbell(workers), SharedVersion(workers), SharedVersion(workers))
 
     def in_slot(self, slot: int) -> Siblings:
         """As the worker in ``slot`` (after the fork) uses them."""
-        return Siblings(self.version.in_slot(slot), self.doorbell.in_slot(slot), self.mapping_changes.in_slot(slot))
+        return Siblings(
+            self.version.in_slot(slot),
+            self.doorbell.in_slot(slot),
+            self.mapping_changes.in_slot(slot),
+            self.trigger_changes.in_slot(slot),
+        )
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
