@@ -57,6 +57,9 @@ Event = dict[str, Any]
 NAME = "triggers"  # the dispatch position's name, and the singleton job's
 DISPATCHER = "trigger-dispatch"  # the actor of trigger.fired records
 BATCH = 500
+# Executions per commit: a batch ends after the event whose executions reach this many (each may emit up to
+# ``dispatch_host.MAX_EMITTED`` events, all appended in the batch's one transaction).
+MAX_JOBS = 64
 # A batch that ran nothing moves the stored position at most this often (a waiting request in another
 # process sees it that much later; one that ran something moves it with its records, at once).
 QUIET_MOVE_EVERY = 0.2
@@ -88,10 +91,15 @@ class Job:
     depth: int
 
 
-def plan(events: Sequence[Event], listeners: Mapping[str, Sequence[Listener]], max_depth: int) -> list[Job]:
-    """The executions a batch calls for, in log order (then newest trigger first)."""
+def plan(
+    events: Sequence[Event], listeners: Mapping[str, Sequence[Listener]], max_depth: int, max_jobs: int = MAX_JOBS
+) -> tuple[list[Job], int]:
+    """The executions a batch calls for, in log order (then newest trigger first), and the position of the
+    last event they cover: the batch ends early, after whole events, once ``max_jobs`` is reached."""
     jobs: list[Job] = []
     for event in events:
+        if len(jobs) >= max_jobs:
+            return jobs, jobs[-1].event["nid"]
         depth = depth_of(event)
         if depth > max_depth:
             continue
@@ -103,7 +111,7 @@ def plan(events: Sequence[Event], listeners: Mapping[str, Sequence[Listener]], m
                 continue
             functions.add(listener.function)
             jobs.append(Job(event, listener, depth))
-    return jobs
+    return jobs, events[-1]["nid"] if events else 0
 
 
 @dataclass
@@ -251,7 +259,7 @@ class TriggerDispatcher:
         # The triggers as they stand once every trigger created before these events is in the read model.
         await self._read_models.wait_for(last, self._wait_timeout, ["functions"])
         listeners = await self._listeners.listeners({event["event_type"] for event in events})
-        jobs = plan(events, listeners, self._max_depth)
+        jobs, last = plan(events, listeners, self._max_depth)
         if not jobs:
             self._passed = last
             await self._store_quiet_move(force=False)
