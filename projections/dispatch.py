@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from eventsourcing.persistence import RecordConflictError, StoredEvent
 
 from chainloom.domain.trigger_executions import FAILED, REFUSED, SUCCEEDED, TriggerExecution
-from chainloom.infra.dispatch_log import DispatchFence, DispatchLog, Output
+from chainloom.infra.dispatch_log import DispatchFence, DispatchLog, Output, Written
 from chainloom.infra.envelope import EnvelopeMapper
 from chainloom.infra.eventlog import EventLog, FenceRefused
 from chainloom.infra.logwriter import LogWriter, appending_under
@@ -67,6 +67,8 @@ QUIET_MOVE_EVERY = 0.2
 POLL = 0.5
 # Outputs of long-dispatched events are pruned every this many commits.
 PRUNE_EVERY = 1000
+# The holder remembers the outputs of this many recent events (waiting requests of its process ask it, not the store).
+REMEMBERED_OUTPUTS = 10_000
 
 
 class Listeners(Protocol):
@@ -162,6 +164,8 @@ class TriggerDispatcher:
         self._ids = EmittedIds()
         self._position: int | None = None  # as stored (None: to be read)
         self._passed = 0  # every event up to here was dispatched (stored, or a quiet move not yet stored)
+        self._outputs: dict[int, list[Written]] = {}  # source nid → what its executions appended (recent ones)
+        self._remembered_after = 0  # the outputs of events after this position, up to ``_passed``, are all known
         self._stored_at = 0.0
         self._commits = 0
         self._holding = False
@@ -180,6 +184,13 @@ class TriggerDispatcher:
     def passed(self) -> int:
         """Every event up to here has been dispatched by this process (0 when it does not hold the job)."""
         return self._passed if self._holding else 0
+
+    def outputs_of(self, source_nids: Sequence[int]) -> list[Written] | None:
+        """What the executions for these (dispatched) events appended, if this process dispatched them
+        lately; None when it cannot tell (ask the store)."""
+        if not self._holding or not all(self._remembered_after < nid <= self._passed for nid in source_nids):
+            return None
+        return [written for nid in source_nids for written in self._outputs.get(nid, ())]
 
     def poke(self) -> None:
         """Something was appended: look now."""
@@ -214,6 +225,7 @@ class TriggerDispatcher:
         failures = 0
         while not self._stopping:
             busy = False
+            self._wakeup.clear()  # before the step: a poke while it runs makes the next look at once
             try:
                 if await self._hold():
                     busy = await self.step()
@@ -228,7 +240,6 @@ class TriggerDispatcher:
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
             if busy or self._stopping:
                 continue
-            self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self._poll)
             except TimeoutError:
@@ -249,7 +260,8 @@ class TriggerDispatcher:
         """Dispatch the next batch; False when there was nothing after the position."""
         if self._position is None:
             self._position = await self._run_blocking(self._dispatch_log.position, NAME)
-            self._passed = self._position
+            self._passed = self._remembered_after = self._position
+            self._outputs.clear()
         before = self._passed
         events: list[Event] = await self._run_blocking(self._log.read, before, self._batch)
         if not events:
@@ -333,7 +345,7 @@ class TriggerDispatcher:
         fence = DispatchFence(NAME, self._position, last, outputs, prune=self._commits % PRUNE_EVERY == 0)
         token = appending_under.set(fence)
         try:
-            await self._writer.append(stored)
+            positions = await self._writer.append(stored)
         except RecordConflictError:
             self._position = None  # another dispatcher was here (or recorded these executions): read again
             raise
@@ -341,9 +353,21 @@ class TriggerDispatcher:
             appending_under.reset(token)
         self._position = self._passed = last
         self._stored_at = time.monotonic()
+        self._remember(outputs, positions)
         if self._on_commit is not None:
             self._on_commit()
         self._announce_moved()
+
+    def _remember(self, outputs: Sequence[Output], positions: Sequence[int]) -> None:
+        """Keep what a commit appended, for the waiting requests of this process (``outputs_of``)."""
+        # One output per appended event, in the order they were appended.
+        assert len(outputs) == len(positions), (len(outputs), len(positions))
+        for output, nid in zip(outputs, positions):
+            self._outputs.setdefault(output.source_nid, []).append(Written(output.source_nid, nid, output.event_type))
+        while len(self._outputs) > REMEMBERED_OUTPUTS:
+            oldest = next(iter(self._outputs))
+            del self._outputs[oldest]
+            self._remembered_after = max(self._remembered_after, oldest)
 
     def _announce_moved(self) -> None:
         moved, self._moved = self._moved, asyncio.Event()
@@ -451,7 +475,9 @@ class TriggerWaits:
         for _ in range(self._max_depth + 2):
             if not await self._dispatched(max(frontier), deadline):
                 return PENDING
-            written = await self._run_blocking(self._dispatch_log.written, frontier)
+            written = self._dispatcher.outputs_of(frontier)
+            if written is None:  # dispatched by another process (or long ago): the store has it
+                written = await self._run_blocking(self._dispatch_log.written, frontier)
             if not written:
                 break
             last = max(last, *(w.nid for w in written))
