@@ -18,9 +18,10 @@ itself (``TriggerExecution``'s stream).
 ``trigger.fired`` records carry it too. An event at the depth limit is not run but recorded as
 ``refused``; events beyond it (only refusal records) are not dispatched at all.
 
-**Where.** One process at a time (the singleton lock ``triggers``), like the projection runner. The
-functions' read model must have reached a batch before the batch's listeners are read, so a trigger
-created just before an event is never missed.
+**Where.** One process at a time (the singleton lock ``triggers``), like the projection runner. It keeps
+every trigger in memory, read from the functions' read model at the start and again whenever a change of
+functions or triggers goes by in the log (once the read model has reached it): a trigger created just
+before an event is never missed, and a batch without such a change costs no query.
 
 **Waiting for triggers.** ``TriggerWaits`` lets ``POST /events``, ``/ingest`` and ``/replay`` answer
 after the triggers of what they appended ran (and what those emitted was dispatched and projected in
@@ -38,9 +39,10 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import RecordConflictError, StoredEvent
 
+from chainloom.domain.functions import EventTrigger, Function
 from chainloom.domain.trigger_executions import FAILED, REFUSED, SUCCEEDED, TriggerExecution
 from chainloom.infra.dispatch_log import DispatchFence, DispatchLog, Output, Written
-from chainloom.infra.envelope import EnvelopeMapper
+from chainloom.infra.envelope import INTERNAL_EVENT_SOURCE, EnvelopeMapper
 from chainloom.infra.eventlog import EventLog, FenceRefused
 from chainloom.infra.logwriter import LogWriter, appending_under
 from chainloom.infra.sandbox import Run, SandboxPool, event_object
@@ -67,6 +69,8 @@ QUIET_MOVE_EVERY = 0.2
 POLL = 0.5
 # Outputs of long-dispatched events are pruned every this many commits.
 PRUNE_EVERY = 1000
+# Aggregates whose events change what is dispatched (functions, event triggers).
+_CONFIGURATION = frozenset({Function.aggregate_type, EventTrigger.aggregate_type})
 # The holder remembers the outputs of this many recent events (waiting requests of its process ask it, not the store).
 REMEMBERED_OUTPUTS = 10_000
 
@@ -164,6 +168,7 @@ class TriggerDispatcher:
         self._ids = EmittedIds()
         self._position: int | None = None  # as stored (None: to be read)
         self._passed = 0  # every event up to here was dispatched (stored, or a quiet move not yet stored)
+        self._listening: Mapping[str, Sequence[Listener]] | None = None  # every trigger, by type (None: to be read)
         self._outputs: dict[int, list[Written]] = {}  # source nid → what its executions appended (recent ones)
         self._remembered_after = 0  # the outputs of events after this position, up to ``_passed``, are all known
         self._stored_at = 0.0
@@ -262,16 +267,13 @@ class TriggerDispatcher:
             self._position = await self._run_blocking(self._dispatch_log.position, NAME)
             self._passed = self._remembered_after = self._position
             self._outputs.clear()
+            self._listening = None
         before = self._passed
         events: list[Event] = await self._run_blocking(self._log.read, before, self._batch)
         if not events:
             await self._store_quiet_move(force=True)
             return False
-        last = events[-1]["nid"]
-        # The triggers as they stand once every trigger created before these events is in the read model.
-        await self._read_models.wait_for(last, self._wait_timeout, ["functions"])
-        listeners = await self._listeners.listeners({event["event_type"] for event in events})
-        jobs, last = plan(events, listeners, self._max_depth)
+        jobs, last = plan(events, await self._listeners_of(events), self._max_depth)
         if not jobs:
             self._passed = last
             await self._store_quiet_move(force=False)
@@ -280,6 +282,18 @@ class TriggerDispatcher:
         executed = await asyncio.gather(*(self._execute(job) for job in jobs))
         await self._commit(executed, last)
         return True
+
+    async def _listeners_of(self, events: Sequence[Event]) -> Mapping[str, Sequence[Listener]]:
+        """The triggers as they stand at these events. The dispatcher sees every change of functions and
+        triggers go by in the log, so it reads them again only after one (once the read model has it)."""
+        changed = any(
+            event["event_source"] == INTERNAL_EVENT_SOURCE and event["event_type"].split(".", 1)[0] in _CONFIGURATION
+            for event in events
+        )
+        if self._listening is None or changed:
+            await self._read_models.wait_for(events[-1]["nid"], self._wait_timeout, ["functions"])
+            self._listening = await self._listeners.listeners(await self._listeners.listened_types())
+        return self._listening
 
     async def _store_quiet_move(self, *, force: bool) -> None:
         """Store a position reached without running anything — not after every batch (it costs a write)."""
