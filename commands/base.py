@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from chainloom.domain.base import Aggregate
+from chainloom.infra.eventlog import Fence
 from chainloom.infra.logwriter import LogWriter
 
 T = TypeVar("T")
@@ -68,7 +69,8 @@ class CommandRunner:
         self._writer = writer
         self._wait_for = wait_for
 
-    async def run(self, decide: Decide[T], context: CommandContext) -> T:
-        result, position = await self._writer.decide(decide, context.metadata())
+    async def run(self, decide: Decide[T], context: CommandContext, fences: Sequence[Fence] = ()) -> T:
+        """``fences``: tables written with the decision's events (``infra.logwriter.LogWriter.decide``)."""
+        result, position = await self._writer.decide(decide, context.metadata(), fences)
         await self._wait_for(position)
         return result

@@ -37,6 +37,14 @@ class Unauthorized(DomainError):
     """The request does not prove who sent it (a webhook signature that does not verify)."""
 
 
+class TokenRejected(Unauthorized):
+    """No token, or one that does not verify (malformed, tampered with, expired, of another algorithm)."""
+
+
+class PermissionDenied(Forbidden):
+    """The caller is known but holds no entry granting what the operation needs."""
+
+
 class TooLarge(DomainError):
     """The request, or an event it would append, is larger than the log takes."""
 

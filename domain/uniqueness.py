@@ -1,4 +1,4 @@
-"""Values unique across aggregates: backend names and base URLs, model, group and remote hook names.
+"""Values unique across aggregates: backend names and base URLs, model, group and remote hook names, user e-mails.
 
 An aggregate says which values it holds (``Aggregate.unique_values``). The log
 keeps an index of who holds what, written in the transaction that appends the
@@ -27,6 +27,7 @@ BACKEND_URL = "backend.baseUrl"
 MODEL_NAME = "model.name"
 GROUP_NAME = "group.name"
 HOOK_NAME = "hook.name"
+USER_EMAIL = "user.email"  # lower-cased (domain.identity.normal_email)
 
 
 def ensure_free(owner_of: Callable[[str, str], str | None], scope: str, value: str, owner: str, what: str) -> None:

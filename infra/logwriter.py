@@ -22,7 +22,9 @@ An append may be *fenced*: a request that appends only on a condition (its
 ``Idempotency-Key`` still being its own) sets ``appending_under`` in its
 context, and every append it submits carries that fence, checked in the
 append's transaction (``Fence.check``: refuse it whole) and told once the
-append is stored (``Fence.stored``).
+append is stored (``Fence.stored``). A decision may bring fences of its own
+(``decide(…, fences=…)``: a table written with its events, such as a user's
+credential), carried besides the request's.
 
 Another process may write to the same log (several workers, several API
 processes): if a group's transaction collides, nothing of it was stored, and
@@ -152,7 +154,8 @@ class _Work(Generic[T]):
     decide: Callable[[Any], Decided[T]] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     prepared: Sequence[StoredEvent] = ()
-    fence: Fence | None = None
+    fence: Fence | None = None  # the request's (``appending_under``)
+    own_fences: Sequence[Fence] = ()  # the decision's own (``decide(…, fences=…)``)
     # Filled while the group is made:
     stored: list[StoredEvent] = field(default_factory=list)
     holdings: list[Holding] = field(default_factory=list)
@@ -161,7 +164,7 @@ class _Work(Generic[T]):
 
     @property
     def fences(self) -> list[Fence]:
-        return [self.fence] if self.fence is not None else []
+        return [*([self.fence] if self.fence is not None else []), *self.own_fences]
 
 
 class LogWriter:
@@ -177,10 +180,14 @@ class LogWriter:
 
     # -- what callers use ----------------------------------------------------
 
-    async def decide(self, decide: Callable[[Any], Decided[T]], metadata: Mapping[str, Any]) -> tuple[T, int | None]:
+    async def decide(
+        self, decide: Callable[[Any], Decided[T]], metadata: Mapping[str, Any], fences: Sequence[Fence] = ()
+    ) -> tuple[T, int | None]:
         """Decide (on the writer thread) and store; the decision's result and the highest position it
-        wrote (None when it wrote nothing)."""
-        return await asyncio.wrap_future(self._submit(_Work(Future(), decide=decide, metadata=metadata)))
+        wrote (None when it wrote nothing). ``fences`` go with its append, after the request's own."""
+        return await asyncio.wrap_future(
+            self._submit(_Work(Future(), decide=decide, metadata=metadata, own_fences=tuple(fences)))
+        )
 
     async def append(self, events: Sequence[StoredEvent]) -> list[int]:
         """Store prepared events in one transaction; their positions, in order. Raises the library's

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -32,6 +34,12 @@ class SecretBox:
         if len(key) != 32:
             raise SecretsUnavailable("the secrets key must be 32 bytes (base64 of 32 bytes in CHAINLOOM_SECRETS_KEY)")
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive(self, purpose: str) -> bytes:
+        """A key of its own for ``purpose`` (HMAC-SHA256 of it under the secrets key): every process with
+        the secrets key derives the same one, and it reveals nothing of the secrets key."""
+        return hmac.new(self._key, purpose.encode(), hashlib.sha256).digest()
 
     def seal(self, secret: str) -> str:
         nonce = os.urandom(_NONCE_BYTES)

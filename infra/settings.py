@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chainloom.domain.taskchains import parse_duration
+
 
 def _env(name: str, *reference_names: str) -> AliasChoices:
     return AliasChoices(f"CHAINLOOM_{name}", *reference_names)
@@ -132,6 +134,26 @@ class Settings(BaseSettings):
     function_max_depth: int = Field(16, ge=1, validation_alias=_env("FUNCTION_MAX_DEPTH"))
     trigger_wait: float = Field(10.0, ge=0, validation_alias=_env("TRIGGER_WAIT"))
 
+    # Identity (domain/identity.py, web/identity.py). Off by default (the embedded single-user start): every
+    # request acts as the admin and nothing is checked; on: every route but the public ones needs a valid
+    # JWT or the API key.
+    security_enabled: bool = Field(False, validation_alias=_env("SECURITY_ENABLED", "SECURITY_ENABLED"))
+    # HS256 secret of the tokens (at least 16 characters); empty: derived from the secrets key, so every
+    # process agrees without configuring it. Lifetime: a Go duration ("1h", "30m").
+    jwt_secret: str = Field("", validation_alias=_env("JWT_SECRET", "JWT_SECRET"))
+    jwt_expiry: str = Field("1h", validation_alias=_env("JWT_EXPIRY", "JWT_EXPIRY"))
+    # Whether the UI's auth_token cookie is marked Secure (HTTPS only); off, as the reference (HTTP set-ups).
+    cookie_secure: bool = Field(False, validation_alias=_env("COOKIE_SECURE"))
+    # A registration with this e-mail gets manage on "server"; every other one none.
+    admin_email: str = Field("admin@admin.com", validation_alias=_env("ADMIN_EMAIL"))
+    # The worker account seeded at start-up when all three are set (its id is also its subject).
+    worker_user_email: str = Field("", validation_alias=_env("WORKER_USER_EMAIL", "WORKER_USER_EMAIL"))
+    worker_user_password: str = Field("", validation_alias=_env("WORKER_USER_PASSWORD", "WORKER_USER_PASSWORD"))
+    worker_user_account_id: str = Field("", validation_alias=_env("WORKER_USER_ACCOUNT_ID", "WORKER_USER_ACCOUNT_ID"))
+    # argon2id cost of a password hash (infra/passwords.py): passes over the memory, and KiB of memory.
+    password_hash_time_cost: int = Field(2, ge=1, validation_alias=_env("PASSWORD_HASH_TIME_COST"))
+    password_hash_memory_kib: int = Field(32768, ge=8, validation_alias=_env("PASSWORD_HASH_MEMORY_KIB"))
+
     @field_validator("embed_model", "task_model", "chat_model")
     @classmethod
     def _model_name_present(cls, value: str) -> str:
@@ -145,6 +167,29 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("a default context length must be greater than 0")
         return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _strong_enough_secret(cls, value: str) -> str:
+        if value and len(value) < 16:
+            raise ValueError("JWT_SECRET must be at least 16 characters (or empty: derived from the secrets key)")
+        return value
+
+    @field_validator("jwt_expiry")
+    @classmethod
+    def _positive_expiry(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("JWT_EXPIRY must be a positive duration (\"1h\", \"30m\")")
+        return value
+
+    @property
+    def jwt_lifetime(self) -> float:
+        """Seconds a token is valid."""
+        return parse_duration(self.jwt_expiry)
+
+    @property
+    def worker_account_configured(self) -> bool:
+        return bool(self.worker_user_email and self.worker_user_password and self.worker_user_account_id)
 
     @property
     def json_body_limit(self) -> int:

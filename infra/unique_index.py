@@ -23,11 +23,12 @@ from chainloom.domain.backends import Backend
 from chainloom.domain.base import Aggregate
 from chainloom.domain.groups import AffinityGroup
 from chainloom.domain.hooks import RemoteHook
+from chainloom.domain.identity import User
 from chainloom.domain.models import Model
 from chainloom.infra.readstore import SqlCursor
 
 # The aggregates that hold unique values (a unit test checks that none is missing).
-HOLDERS: tuple[type[Aggregate], ...] = (Backend, Model, AffinityGroup, RemoteHook)
+HOLDERS: tuple[type[Aggregate], ...] = (Backend, Model, AffinityGroup, RemoteHook, User)
 
 TABLE = "unique_values"
 _SCHEMA = (

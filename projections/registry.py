@@ -8,6 +8,7 @@ from chainloom.projections.downloads import DownloadsProjector
 from chainloom.projections.eventsource import EventSourceProjector
 from chainloom.projections.functions import FunctionsProjector
 from chainloom.projections.hooks import HooksProjector
+from chainloom.projections.identity import IdentityProjector
 from chainloom.projections.providers import ProvidersProjector
 from chainloom.projections.runtime import RuntimeProjector
 from chainloom.projections.task_runs import TaskRunsProjector
@@ -25,4 +26,5 @@ def all_projectors() -> list[Projector]:
         TaskChainsProjector(),
         FunctionsProjector(),
         TaskRunsProjector(),
+        IdentityProjector(),
     ]

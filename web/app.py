@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, ExitStack
 from typing import Any
@@ -17,6 +19,7 @@ from chainloom.commands.eventsource import EventSourceCommands
 from chainloom.commands.execution import Defaults, ExecutionService
 from chainloom.commands.functions import FunctionCommands
 from chainloom.commands.hooks import HookCommands, HookRunner
+from chainloom.commands.identity import IdentityCommands, WorkerAccount
 from chainloom.commands.providers import ProviderCommands
 from chainloom.commands.runtime import RuntimeCommands
 from chainloom.commands.taskchains import TaskChainCommands
@@ -25,16 +28,20 @@ from chainloom.domain.downloads import Download
 from chainloom.domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
 from chainloom.infra.blocking import BlockingPool
 from chainloom.infra.bootstrap import open_resources
+from chainloom.infra.credentials import Credentials
 from chainloom.infra.dispatch_log import DispatchLog
 from chainloom.infra.eventlog import EventLog
 from chainloom.infra.hooks import HookHttp
 from chainloom.infra.kafka_relay import RelayService, open_relay
 from chainloom.infra.logwriter import LogWriter
+from chainloom.infra.passwords import Passwords
 from chainloom.infra.providers import open_clients
 from chainloom.infra.readstore import ReadStore
 from chainloom.infra.sandbox import Limits, SandboxPool
+from chainloom.infra.secrets import SecretBox, SecretsUnavailable
 from chainloom.infra.settings import Settings
 from chainloom.infra.singleton import Throttled, singleton_lock
+from chainloom.infra.tokens import Tokens, token_secret
 from chainloom.projections.dispatch import ListenedTypes, TriggerDispatcher, TriggerWaits
 from chainloom.projections.dispatch_host import HostServices
 from chainloom.projections.downloads import DownloadJob, ProgressFeed, ProgressWriter, ensure_progress_table
@@ -50,6 +57,7 @@ from chainloom.queries.downloads import DownloadQueries, DownloadQueue
 from chainloom.queries.eventsource import EventIndex, EventSourceQueries
 from chainloom.queries.functions import FunctionQueries
 from chainloom.queries.hooks import HookQueries
+from chainloom.queries.identity import IdentityQueries
 from chainloom.queries.providers import ProviderKeys, ProviderQueries
 from chainloom.queries.runtime import RuntimeQueries
 from chainloom.queries.task_runs import TaskRunQueries
@@ -60,6 +68,9 @@ from chainloom.web import hooks as hook_routes
 from chainloom.web import taskchains as taskchain_routes
 from chainloom.web import tasks as task_routes
 from chainloom.web import openai_chat
+from chainloom.web import identity as identity_routes
+from chainloom.web import authz
+from chainloom.web.api_surface import serve_under_api
 from chainloom.web.errors import error_middleware
 from chainloom.web.keys import (
     CATALOG_COMMANDS,
@@ -77,6 +88,8 @@ from chainloom.web.keys import (
     HOOK_COMMANDS,
     HOOK_QUERIES,
     HOOK_RUNNER,
+    IDENTITY_COMMANDS,
+    IDENTITY_QUERIES,
     LOG_HEAD,
     PROJECTIONS,
     PROVIDER_COMMANDS,
@@ -91,11 +104,12 @@ from chainloom.web.keys import (
     TASKCHAIN_QUERIES,
     TASK_ENGINE,
     TASK_RUN_QUERIES,
+    TOKENS,
     TRIGGER_DISPATCHER,
     TRIGGER_SYNC,
     TRIGGER_WAITS,
 )
-from chainloom.web.middleware import request_id_middleware, token_middleware, url_values_middleware
+from chainloom.web.middleware import request_id_middleware, url_values_middleware
 from chainloom.web.sse import EventHub
 from chainloom.web.system import STARTUP, StartUp
 from chainloom.web.workers import Siblings
@@ -111,11 +125,10 @@ LOCK_RETRY = 0.5
 
 def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Application:
     """The service; ``siblings`` when it is one of several worker processes (``web/workers.py``)."""
-    middlewares = [request_id_middleware, error_middleware]
-    if settings.api_token:
-        middlewares.append(token_middleware(settings.api_token))
-    middlewares.append(url_values_middleware)
+    # Who may ask (security on: tokens and permissions; off: the optional API key) before anything reads the request.
+    middlewares = [request_id_middleware, error_middleware, *authz.access_middlewares(settings), url_values_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    authz.setup(app)  # a token refreshed on the way goes out as the request's cookie
     idempotency.setup(app)  # Idempotency-Key on POST and PUT (the innermost middleware)
     app[SETTINGS] = settings
     if siblings is not None:
@@ -133,9 +146,11 @@ def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Appl
     app.add_routes(task_routes.routes)
     app.add_routes(function_routes.routes)
     app.add_routes(openai_chat.routes)
+    app.add_routes(identity_routes.routes)
     app[EVENT_HUB] = EventHub(settings.sse_queue_size)
     app.on_shutdown.append(_end_streams)
     app.on_shutdown.append(downloads.end_streams)
+    serve_under_api(app)  # last: every route is served under /api too, for the older platform's clients
     return app
 
 
@@ -268,6 +283,21 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         # Functions and event triggers: data here; run by the trigger dispatcher, which looks again after each change.
         app[FUNCTION_COMMANDS] = FunctionCommands(CommandRunner(writer, wait_on("functions")), lambda: app[TRIGGER_SYNC]())
         app[FUNCTION_QUERIES] = FunctionQueries(store, pool.run, cache)
+        # Identity: users and access entries on the log, their password hashes beside it (written with their
+        # events), tokens signed with the JWT secret. Sign-ins are recorded without waiting for a read model.
+        credentials = Credentials(log)
+        await pool.run(credentials.ensure)  # before anything appends a credential
+        passwords = Passwords(settings.password_hash_time_cost, settings.password_hash_memory_kib)
+
+        def identity_commands(runner: CommandRunner, sign_ins: CommandRunner) -> IdentityCommands:
+            return IdentityCommands(
+                runner, sign_ins, passwords, credentials, log.owner_of, pool.run, settings.admin_email
+            )
+
+        app[IDENTITY_COMMANDS] = identity_commands(CommandRunner(writer, wait_on("identity")), CommandRunner(writer, wait_on()))
+        app[IDENTITY_QUERIES] = IdentityQueries(store, pool.run, cache)
+        # The clock is looked up at each call (freezegun, in tests, replaces time.time).
+        app[TOKENS] = Tokens(_token_secret(settings, resources.secrets), settings.jwt_lifetime, clock=lambda: time.time())
         hook_http = HookHttp(settings.hooks_allow_private_links, settings.provider_connect_timeout)
         stack.push_async_callback(hook_http.close)
         app[HOOK_RUNNER] = HookRunner(app[HOOK_QUERIES], hook_http)
@@ -294,8 +324,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(app[TASK_ENGINE].drain)  # its runs' records, before the writer closes
         app[TASK_RUN_QUERIES] = TaskRunQueries(store, pool.run)
         seeder = CatalogCommands(CommandRunner(writer, announce), CatalogMemberships(store), settings.embed_model)
+        identity_seeder = identity_commands(CommandRunner(writer, announce), CommandRunner(writer, announce))
+
+        async def seed() -> None:
+            """The default groups, then the configured worker account (both idempotent)."""
+            await seeder.seed_internal_groups(default_models(settings), settings.tenancy)
+            if settings.worker_account_configured:
+                await identity_seeder.seed_worker(
+                    WorkerAccount(settings.worker_user_account_id, settings.worker_user_email, settings.worker_user_password)
+                )
+
         startup = StartUp(
-            lambda: seeder.seed_internal_groups(default_models(settings), settings.tenancy),
+            seed,
             lambda: pool.run(log.head),
             runner,
         )
@@ -416,6 +456,18 @@ def _trigger_dispatch(
         dispatcher.start()
         stack.push_async_callback(dispatcher.stop)
     return dispatcher
+
+
+def _token_secret(settings: Settings, secrets: SecretBox | None) -> bytes:
+    """``CHAINLOOM_JWT_SECRET``, else derived from the secrets key. With neither (PostgreSQL without a secrets
+    key) security cannot be on; off, tokens are still issued, signed with a key of this process alone."""
+    secret = token_secret(settings.jwt_secret, secrets)
+    if secret is not None:
+        return secret
+    if settings.security_enabled:
+        raise SecretsUnavailable("security is on but tokens have no secret: set CHAINLOOM_JWT_SECRET or CHAINLOOM_SECRETS_KEY")
+    logger.warning("no CHAINLOOM_JWT_SECRET nor secrets key: tokens are signed with a key of this process alone")
+    return os.urandom(32)
 
 
 def _rung(runner: ReadModels, live: LiveLog | None, log_jobs: list[Any]) -> None:

@@ -20,6 +20,9 @@ sends the same request again with the same key, and it is applied once.
   its lease has run out; one that died after writing left a stored key without
   an answer: a retry is refused with 409 (the write counted; it is not made again).
 
+Routes whose requests or answers carry a secret (a password, a token: ``unkeyed``) ignore the header:
+neither a fingerprint of their body nor their answer is kept beside the log.
+
 Keys are scoped to the caller as the API token middleware knows it (the API
 key; a webhook sender without it; anyone when no key is configured), kept for
 ``CHAINLOOM_IDEMPOTENCY_WINDOW`` seconds, and are 1 to 255 printable ASCII characters.
@@ -229,6 +232,17 @@ def _raising(error: BaseException):
 KEYS = web.AppKey("idempotency_keys", KeyedRequests)
 
 
+def unkeyed(handler):
+    """Mark a route whose requests or answers carry a secret (a password, a token, its cookie): the header is
+    not applied there, so neither a fingerprint of its body nor its answer is kept beside the log."""
+    setattr(handler, "unkeyed", True)
+    return handler
+
+
+def is_unkeyed(handler) -> bool:
+    return bool(getattr(handler, "unkeyed", False))
+
+
 @web.middleware
 async def idempotency_middleware(request: web.Request, handler) -> web.StreamResponse:
     keyed = request.app.get(KEYS)
@@ -236,6 +250,8 @@ async def idempotency_middleware(request: web.Request, handler) -> web.StreamRes
         return await handler(request)
     # No such route (404, 405): nothing to apply once.
     if request.method not in METHODS or HEADER not in request.headers or request.match_info.http_exception is not None:
+        return await handler(request)
+    if is_unkeyed(request.match_info.handler):
         return await handler(request)
     key = _key(request.headers.getall(HEADER))
     body = await bodies.read_limited(request, keyed.body_limit)

@@ -11,12 +11,14 @@ from chainloom.commands.downloads import DownloadCommands
 from chainloom.commands.eventsource import EventSourceCommands
 from chainloom.commands.execution import ExecutionService
 from chainloom.commands.functions import FunctionCommands
+from chainloom.commands.identity import IdentityCommands
 from chainloom.commands.tasks import TaskEngine
 from chainloom.commands.hooks import HookCommands, HookRunner
 from chainloom.commands.providers import ProviderCommands
 from chainloom.commands.taskchains import TaskChainCommands
 from chainloom.infra.kafka_relay import RelayService
 from chainloom.infra.settings import Settings
+from chainloom.infra.tokens import Tokens
 from chainloom.projections.dispatch import TriggerDispatcher, TriggerWaits
 from chainloom.projections.downloads import DownloadJob, ProgressFeed
 from chainloom.projections.reconciler import Reconciler
@@ -25,6 +27,7 @@ from chainloom.queries.catalog import CatalogQueries
 from chainloom.queries.downloads import DownloadQueries
 from chainloom.queries.eventsource import EventSourceQueries
 from chainloom.queries.functions import FunctionQueries
+from chainloom.queries.identity import IdentityQueries
 from chainloom.queries.hooks import HookQueries
 from chainloom.queries.providers import ProviderKeys, ProviderQueries
 from chainloom.queries.runtime import RuntimeQueries
@@ -65,3 +68,6 @@ FUNCTION_QUERIES = web.AppKey("function_queries", FunctionQueries)  # also the t
 TRIGGER_SYNC: web.AppKey[Callable[[], None]] = web.AppKey("trigger_sync")  # POST /executor/sync: look at triggers again
 TRIGGER_DISPATCHER = web.AppKey("trigger_dispatcher", TriggerDispatcher)  # runs functions while this process holds its lock
 TRIGGER_WAITS = web.AppKey("trigger_waits", TriggerWaits)  # POST /events, /ingest, /replay wait for their triggers
+IDENTITY_COMMANDS = web.AppKey("identity_commands", IdentityCommands)  # users, access entries, sign-ins
+IDENTITY_QUERIES = web.AppKey("identity_queries", IdentityQueries)  # also authorization's stored grants
+TOKENS = web.AppKey("tokens", Tokens)  # issues and verifies the JWTs users sign in for

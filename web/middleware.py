@@ -11,9 +11,10 @@ import uuid
 from aiohttp import web
 
 from chainloom.commands.base import CommandContext
+from chainloom.domain.errors import TokenRejected
 from chainloom.domain.storable import check_storable
 from chainloom.infra.version import node_instance_id
-from chainloom.web.errors import error_response
+from chainloom.web.api_surface import root_path
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Which process answered (its /version nodeInstanceID): with several workers, any of them may.
@@ -22,7 +23,7 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/version"})
 # Webhook senders (GitHub …) cannot send our key: a delivery without one goes on,
 # marked, and is accepted only if its mapping checks signatures and it verifies.
-_SIGNED_PATHS = frozenset({"/ingest"})
+SIGNED_PATHS = frozenset({"/ingest"})
 
 REQUEST_ID = web.RequestKey("request_id", str)
 ACTOR = web.RequestKey("actor", str)
@@ -83,20 +84,21 @@ def token_middleware(token: str):
 
     @web.middleware
     async def check_token(request: web.Request, handler) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS:
+        path = root_path(request)  # /api/health is /health
+        if path in PUBLIC_PATHS:
             return await handler(request)
         offered = offered_token(request)
-        if offered and request.path in _SIGNED_PATHS and "X-API-Key" not in request.headers:
+        if offered and path in SIGNED_PATHS and "X-API-Key" not in request.headers:
             if not matches(offered):
                 offered = ""  # a sender's own Authorization header, not our key: its signature decides
-        if not offered and request.path in _SIGNED_PATHS:
+        if not offered and path in SIGNED_PATHS:
             request[ACTOR] = "webhook"
             request[SIGNATURE_REQUIRED] = True
             return await handler(request)
         if not offered:
-            return error_response(401, "missing API key: send it in the X-API-Key header or as Authorization: Bearer")
+            raise TokenRejected("missing API key: send it in the X-API-Key header or as Authorization: Bearer")
         if not matches(offered):
-            return error_response(401, "invalid API key")
+            raise TokenRejected("invalid API key")
         request[ACTOR] = "api-key"
         return await handler(request)
 

@@ -18,8 +18,8 @@ Statuses that follow from the route alone are added here, once: 422 for any
 input (the boundary refuses values the log cannot hold, ``domain.storable``),
 413/415 for a JSON body, 404 for a path value the router cannot match, 503 for
 a command (its read-your-writes wait, or a faulted projector), 401 when an API
-key is required; every POST and PUT takes the ``Idempotency-Key`` header
-(``web.idempotency``), with its 409 and 422. Strings in request schemas carry the boundary's rule as a
+key is required (with security on: 401 and 403 as ``web.authz`` guards each route); every POST and PUT takes the ``Idempotency-Key`` header
+(``web.idempotency``), with its 409 and 422, but those carrying a password or a token (``unkeyed``). Strings in request schemas carry the boundary's rule as a
 ``pattern`` (no NUL; lone surrogates are not Unicode text to begin with), and
 free JSON values are ``JsonValue``, whose strings and keys follow it too.
 """
@@ -39,6 +39,7 @@ from chainloom.web.idempotency import HEADER as IDEMPOTENCY_HEADER
 from chainloom.web.idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
 from chainloom.web.idempotency import MAX_KEY_LENGTH
 from chainloom.web.idempotency import METHODS as IDEMPOTENT_METHODS
+from chainloom.web.idempotency import is_unkeyed
 from chainloom.web.middleware import PUBLIC_PATHS
 from chainloom.web.schemas import ErrorResponse
 
@@ -157,7 +158,28 @@ def _parameters(location: str, model: type[BaseModel]):
 # -- the document ------------------------------------------------------------------
 
 
-def describe(app: web.Application, token_required: bool) -> dict[str, Any]:
+# The statuses a route's credential check may answer (none: a public route), by method and path.
+Guard = Callable[[str, str], tuple[int, ...]]
+_KEY_SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "Bearer": {"type": "http", "scheme": "bearer", "description": "The same API key as a bearer token."},
+}
+_USER_SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "A user's JWT, or the API key."},
+    "Bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "A user's JWT, or the API key."},
+    "Cookie": {"type": "apiKey", "in": "cookie", "name": "auth_token", "description": "The UI's sign-in cookie (a JWT)."},
+}
+
+
+def _key_guard(method: str, path: str) -> tuple[int, ...]:
+    return () if path in PUBLIC_PATHS else (401,)
+
+
+def describe(app: web.Application, token_required: bool, guard: Guard | None = None) -> dict[str, Any]:
+    """The document; ``guard`` with security on (users' tokens, ``web.authz``), else the API key's when required."""
+    schemes = _USER_SCHEMES if guard is not None else _KEY_SCHEMES
+    if guard is None and token_required:
+        guard = _key_guard
     components: dict[str, Any] = {"JsonValue": _JSON_VALUE}
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
@@ -166,10 +188,12 @@ def describe(app: web.Application, token_required: bool) -> dict[str, Any]:
         template = route.resource.canonical
         path = _PARAM.sub(r"{\1}", template)
         operation = _operation(route.method, template, route.handler, components)
-        if token_required and path not in PUBLIC_PATHS:
-            _add_errors(operation, [401])
-        elif token_required:
-            operation["security"] = []
+        if guard is not None:
+            refusals = guard(route.method, path)
+            if refusals:
+                _add_errors(operation, refusals)
+            else:
+                operation["security"] = []
         paths.setdefault(path, {})[route.method.lower()] = operation
     components["ErrorResponse"] = _schema_of(ErrorResponse, components)
     document: dict[str, Any] = {
@@ -178,12 +202,9 @@ def describe(app: web.Application, token_required: bool) -> dict[str, Any]:
         "paths": dict(sorted(paths.items())),
         "components": {"schemas": dict(sorted(components.items()))},
     }
-    if token_required:
-        document["components"]["securitySchemes"] = {
-            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            "Bearer": {"type": "http", "scheme": "bearer", "description": "The same API key as a bearer token."},
-        }
-        document["security"] = [{"ApiKey": []}, {"Bearer": []}]
+    if guard is not None:
+        document["components"]["securitySchemes"] = schemes
+        document["security"] = [{name: []} for name in schemes]
     return document
 
 
@@ -201,7 +222,8 @@ def _operation(method: str, template: str, handler: Callable, components: dict[s
                 parameter["required"] = True
                 parameters = [p for p in parameters if p["name"] != parameter["name"]]
             parameters.append(parameter)
-    if method in IDEMPOTENT_METHODS:
+    keyed = method in IDEMPOTENT_METHODS and not is_unkeyed(handler)
+    if keyed:
         parameters.append(dict(_IDEMPOTENCY_KEY))
     if parameters:
         operation["parameters"] = parameters
@@ -219,7 +241,7 @@ def _operation(method: str, template: str, handler: Callable, components: dict[s
         errors.update((413, 415, 422))
     if method in _WRITE_METHODS:
         errors.add(503)
-    if method in IDEMPOTENT_METHODS:
+    if keyed:
         errors.update((409, 422))  # a key used for another request; its first request not answered yet
     responses: dict[str, Any] = {}
     for status, answer in doc.answers.items():

@@ -24,6 +24,7 @@ from chainloom.domain.errors import DomainError
 from chainloom.infra.readstore import Fault
 from chainloom.infra.version import VERSION, node_instance_id
 from chainloom.projections.waits import ProjectionFaulted, ReadModels, ReadModelsBehind
+from chainloom.web import authz
 from chainloom.web.bodies import json_response
 from chainloom.web.errors import error_response
 from chainloom.web.keys import DOWNLOAD_JOB, PROJECTIONS, RECONCILER, RELAY, SETTINGS, TRIGGER_DISPATCHER
@@ -222,4 +223,6 @@ async def version(request: web.Request) -> web.Response:
 @responds(200, dict[str, Any])
 async def openapi(request: web.Request) -> web.Response:
     """OpenAPI description of the operations this service implements."""
-    return json_response(describe(request.app, bool(request.app[SETTINGS].api_token)))
+    settings = request.app[SETTINGS]
+    guard = authz.refusals_of if settings.security_enabled else None
+    return json_response(describe(request.app, bool(settings.api_token), guard))

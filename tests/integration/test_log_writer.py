@@ -340,3 +340,40 @@ def test_a_fenced_append_refused_by_its_fence_leaves_the_rest_of_its_group_store
     assert (shut.commits, opened.commits) == (0, 1)
     streams = {n.originator_id for n in log.recorder.select_notifications(start=1, limit=100)}
     assert streams == {"fenced-in", "free"}
+
+
+def test_a_decisions_own_fences_go_with_its_append_after_the_requests(log, commits):
+    """``decide(…, fences=…)`` (a user's credential written with its event): checked in the append's
+    transaction after the request's own fence; a refused decision carries none; a refusing one refuses all."""
+    writer = LogWriter(log)
+    request, own, refusing = OneTimeFence(open=True), OneTimeFence(open=True), OneTimeFence(open=False)
+    order: list[str] = []
+    for name, fence in (("request", request), ("own", own)):
+        check = fence.check
+        fence.check = lambda cursor, check=check, name=name: (order.append(name), check(cursor))[-1]
+
+    def create(name: str):
+        return lambda aggregates: Decision(None, [Backend.create(f"id-{name}", name, f"http://{name}", "ollama")])
+
+    def refuse(aggregates):
+        raise Conflict("refused")
+
+    async def run():
+        token = appending_under.set(request)
+        try:
+            await writer.decide(create("b1"), METADATA, fences=[own])
+        finally:
+            appending_under.reset(token)
+        with pytest.raises(Conflict):
+            await writer.decide(refuse, METADATA, fences=[refusing])
+        with pytest.raises(FenceRefused):
+            await writer.decide(create("b2"), METADATA, fences=[own, refusing])
+
+    try:
+        asyncio.run(run())
+    finally:
+        writer.close()
+    assert order[:2] == ["request", "own"]  # the request's fence first (then the refused append's tries)
+    assert (request.commits, own.commits, refusing.commits) == (1, 1, 0)
+    streams = {n.originator_id for n in log.recorder.select_notifications(start=1, limit=100)}
+    assert streams == {"backend:id-b1"}

@@ -100,6 +100,19 @@ EXPECTED_EVENTS = {
     "event_trigger.recreated": "chainloom.domain.functions:EventTrigger.Recreated",
     "event_trigger.updated": "chainloom.domain.functions:EventTrigger.Updated",
     "event_trigger.deleted": "chainloom.domain.functions:EventTrigger.Deleted",
+    "user.registered": "chainloom.domain.identity:User.Registered",
+    "user.recreated": "chainloom.domain.identity:User.Recreated",
+    "user.updated": "chainloom.domain.identity:User.Updated",
+    "user.deleted": "chainloom.domain.identity:User.Deleted",
+    "user.access_attached": "chainloom.domain.identity:User.AccessAttached",
+    "user.access_detached": "chainloom.domain.identity:User.AccessDetached",
+    "user.signed_in": "chainloom.domain.identity:User.SignedIn",
+    "user.sign_in_failed": "chainloom.domain.identity:User.SignInFailed",
+    "access.granted": "chainloom.domain.identity:AccessEntry.Granted",
+    "access.regranted": "chainloom.domain.identity:AccessEntry.Regranted",
+    "access.changed": "chainloom.domain.identity:AccessEntry.Changed",
+    "access.revoked": "chainloom.domain.identity:AccessEntry.Revoked",
+    "sign_in.refused": "chainloom.domain.identity:SignIn.Refused",
 }
 
 

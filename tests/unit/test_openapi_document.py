@@ -127,3 +127,19 @@ def test_with_a_token_both_schemes_are_declared_and_public_paths_need_none(app):
         else:
             assert "401" in operation["responses"], (method, path)
     assert "securitySchemes" not in describe(app, False)["components"]
+
+
+def test_with_security_on_each_route_documents_what_its_guard_answers(app):
+    from chainloom.web.authz import refusals_of
+
+    document = describe(app, False, refusals_of)
+    assert set(document["components"]["securitySchemes"]) == {"ApiKey", "Bearer", "Cookie"}
+    assert document["security"] == [{"ApiKey": []}, {"Bearer": []}, {"Cookie": []}]
+    operations = {(method, path): operation for method, path, operation in _operations(document)}
+    for key in [("GET", "/health"), ("GET", "/openapi.json"), ("POST", "/login"), ("GET", "/permissions")]:
+        assert operations[key]["security"] == [], key
+    assert "401" not in operations[("GET", "/health")]["responses"]
+    assert {"401", "403"} <= set(operations[("GET", "/groups")]["responses"])
+    assert "401" in operations[("GET", "/ui/me")]["responses"]
+    definitions = pytest.importorskip("schemathesis.specs.openapi.definitions")
+    assert not list(definitions.OPENAPI_31_VALIDATOR.iter_errors(document))
