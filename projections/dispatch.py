@@ -460,7 +460,7 @@ class TriggerWaits:
         *,
         timeout: float,
         max_depth: int,
-        poll: float = 0.005,
+        poll: float = 0.02,
     ) -> None:
         """``projected(position)``: read-your-writes on every read model."""
         self._dispatcher = dispatcher
@@ -474,6 +474,7 @@ class TriggerWaits:
         self._stored = 0  # the stored position as last read (processes not holding the dispatcher)
         self._stored_read_at = 0.0
         self._reading = asyncio.Lock()  # the waiters of a process share one reading
+        self._rung = asyncio.Event()  # another process appended (its dispatcher may have moved): read again
 
     async def settle(self, appended: Sequence[tuple[int, str]]) -> str | None:
         """Wait for the triggers of the events ``(nid, event_type)``: None when no trigger listens for
@@ -512,10 +513,19 @@ class TriggerWaits:
             self._dispatcher.poke()
             if self._dispatcher.holding:
                 await self._dispatcher.moved(min(remaining, 0.1))
-            else:  # another process dispatches: look at the stored position
+            else:  # another process dispatches: look at the stored position, again when rung or after a poll
                 await self._read_stored()
                 if self._stored < position:
-                    await asyncio.sleep(min(remaining, self._poll))
+                    self._rung.clear()
+                    try:
+                        await asyncio.wait_for(self._rung.wait(), min(remaining, self._poll))
+                    except TimeoutError:
+                        pass
+
+    def poke(self) -> None:
+        """Something was appended (by the dispatcher of another process, say): waiting requests look again."""
+        self._stored_read_at = 0.0
+        self._rung.set()
 
     async def _read_stored(self) -> None:
         async with self._reading:

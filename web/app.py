@@ -201,7 +201,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if settings.kafka_enabled and settings.kafka_relay_in_serve:
             relay = open_relay(settings, log)
 
-        # Background jobs following the log besides the read models (trigger dispatch): poked after a write.
+        # What follows the log besides the read models (trigger dispatch, requests waiting for it): poked after a write.
         log_jobs: list[Any] = []
 
         def wait_on(*needs: str) -> Callable[[int | None], Awaitable[None]]:
@@ -390,7 +390,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if settings.reconciler:
             reconciler.start()
             stack.push_async_callback(reconciler.stop)
-        log_jobs.append(_trigger_dispatch(app, stack, settings, log, writer, runner, pool, siblings, [relay, live, runner]))
+        _trigger_dispatch(app, stack, settings, log, writer, runner, pool, siblings, [relay, live, runner], log_jobs)
         if isinstance(runner, ProjectionRunner):
             # This process (or a sibling worker) projects: the seeds show within moments, before the first answer.
             await startup.settled(settings.projection_timeout)
@@ -407,7 +407,8 @@ def _trigger_dispatch(
     pool: BlockingPool,
     siblings: Siblings | None,
     followers: list[Any],
-) -> TriggerDispatcher:
+    log_jobs: list[Any],
+) -> None:
     """Functions run by event triggers: dispatched by one process (the ``triggers`` lock) in sandbox processes
     it starts when it first runs a script; every process's POST /events, /ingest and /replay wait for them."""
     dispatch_log = DispatchLog(log)
@@ -441,6 +442,7 @@ def _trigger_dispatch(
         on_commit=appended,
     )
     app[TRIGGER_DISPATCHER] = dispatcher
+    log_jobs.append(dispatcher)
     app[TRIGGER_WAITS] = TriggerWaits(
         dispatcher,
         dispatch_log,
@@ -452,10 +454,10 @@ def _trigger_dispatch(
         timeout=settings.trigger_wait,
         max_depth=settings.function_max_depth,
     )
+    log_jobs.append(app[TRIGGER_WAITS])
     if settings.triggers:
         dispatcher.start()
         stack.push_async_callback(dispatcher.stop)
-    return dispatcher
 
 
 def _token_secret(settings: Settings, secrets: SecretBox | None) -> bytes:
