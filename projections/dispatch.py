@@ -209,7 +209,12 @@ class TriggerDispatcher:
         except TimeoutError:
             pass
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Try the lock once now (a single process holds the job from its start), then follow the log."""
+        try:
+            await self._hold()
+        except Exception as error:  # the store is unreachable: the loop tries again
+            logger.warning("trigger dispatch: could not try its lock yet: %s", error)
         self._task = asyncio.create_task(self._run(), name="trigger-dispatch")
 
     async def stop(self) -> None:
@@ -226,7 +231,6 @@ class TriggerDispatcher:
     # -- the loop ---------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        await self._run_blocking(self._dispatch_log.ensure, NAME)
         failures = 0
         while not self._stopping:
             busy = False

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from chainloom.domain.errors import NotFound
 from chainloom.domain.functions import NOT_FOUND
-from chainloom.infra.readstore import ReadStore, Row
+from chainloom.infra.readstore import Row
 from chainloom.infra.timefmt import format_ns
-from chainloom.queries.cache import ReadCache
+from chainloom.queries.cache import RememberedQueries
 from chainloom.queries.pagination import Page
 
 Json = dict[str, Any]
@@ -66,25 +65,9 @@ def _listener(row: Row) -> Listener:
     )
 
 
-class FunctionQueries:
-    def __init__(self, store: ReadStore, run_blocking: Callable[..., Awaitable[Any]], cache: ReadCache | None = None) -> None:
-        self._store = store
-        self._run_blocking = run_blocking
-        self._cache = cache or ReadCache(None)
-
-    async def _rows(self, convert: Callable[[Row], Any], sql: str, *params: Any) -> list[Any]:
-        """Answers remembered until the read models move (shared: never change them)."""
-
-        async def load() -> list[Any]:
-            return [convert(row) for row in await self._run_blocking(self._store.query, sql, params)]
-
-        return await self._cache.get(("functions", convert.__name__, sql, params), load)
-
-    async def _one(self, convert: Callable[[Row], Json], sql: str, *params: Any) -> Json:
-        rows = await self._rows(convert, sql, *params)
-        if not rows:
-            raise NotFound(NOT_FOUND)
-        return rows[0]
+class FunctionQueries(RememberedQueries):
+    namespace = "functions"
+    not_found = NOT_FOUND
 
     async def function(self, name: str) -> Json:
         return await self._one(function_json, f"SELECT {_FUNCTION_COLUMNS} FROM functions WHERE name = ?", name)

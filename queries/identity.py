@@ -9,14 +9,12 @@ server). An access entry answers its permission by name.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from chainloom.domain.errors import NotFound
 from chainloom.domain.identity import NOT_FOUND, Grant, Permission
-from chainloom.infra.readstore import ReadStore, Row
+from chainloom.infra.readstore import Row
 from chainloom.infra.timefmt import format_ns
-from chainloom.queries.cache import ReadCache
+from chainloom.queries.cache import RememberedQueries
 
 Json = dict[str, Any]
 # Rows a list answers at most (the reference's bound).
@@ -96,25 +94,9 @@ def grant(row: Row) -> Grant:
     )
 
 
-class IdentityQueries:
-    def __init__(self, store: ReadStore, run_blocking: Callable[..., Awaitable[Any]], cache: ReadCache | None = None) -> None:
-        self._store = store
-        self._run_blocking = run_blocking
-        self._cache = cache or ReadCache(None)
-
-    async def _rows(self, convert: Callable[[Row], Any], sql: str, *params: Any) -> list[Any]:
-        """Answers remembered until the read models move (shared: never change them)."""
-
-        async def load() -> list[Any]:
-            return [convert(row) for row in await self._run_blocking(self._store.query, sql, params)]
-
-        return await self._cache.get(("identity", convert.__name__, sql, params), load)
-
-    async def _one(self, convert: Callable[[Row], Any], sql: str, *params: Any) -> Any:
-        rows = await self._rows(convert, sql, *params)
-        if not rows:
-            raise NotFound(NOT_FOUND)
-        return rows[0]
+class IdentityQueries(RememberedQueries):
+    namespace = "identity"
+    not_found = NOT_FOUND
 
     # -- authorization ---------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from chainloom.infra.secrets import SecretBox, SecretsUnavailable
 from chainloom.infra.settings import Settings
 from chainloom.infra.singleton import Throttled, singleton_lock
 from chainloom.infra.tokens import Tokens, token_secret
-from chainloom.projections.dispatch import ListenedTypes, TriggerDispatcher, TriggerWaits
+from chainloom.projections.dispatch import NAME, ListenedTypes, TriggerDispatcher, TriggerWaits
 from chainloom.projections.dispatch_host import HostServices
 from chainloom.projections.downloads import DownloadJob, ProgressFeed, ProgressWriter, ensure_progress_table
 from chainloom.projections.live import LiveLog
@@ -390,14 +390,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if settings.reconciler:
             reconciler.start()
             stack.push_async_callback(reconciler.stop)
-        _trigger_dispatch(app, stack, settings, log, writer, runner, pool, siblings, [relay, live, runner], log_jobs)
+        await _trigger_dispatch(app, stack, settings, log, writer, runner, pool, siblings, [relay, live, runner], log_jobs)
         if isinstance(runner, ProjectionRunner):
             # This process (or a sibling worker) projects: the seeds show within moments, before the first answer.
             await startup.settled(settings.projection_timeout)
         yield
 
 
-def _trigger_dispatch(
+async def _trigger_dispatch(
     app: web.Application,
     stack: AsyncExitStack,
     settings: Settings,
@@ -412,6 +412,7 @@ def _trigger_dispatch(
     """Functions run by event triggers: dispatched by one process (the ``triggers`` lock) in sandbox processes
     it starts when it first runs a script; every process's POST /events, /ingest and /replay wait for them."""
     dispatch_log = DispatchLog(log)
+    await pool.run(dispatch_log.ensure, NAME)  # its tables beside the log, before anything dispatches or waits
     listened = ListenedTypes(app[FUNCTION_QUERIES].listened_types, changes=siblings.trigger_changes if siblings else None)
     app[TRIGGER_SYNC] = listened.clear
 
@@ -456,7 +457,7 @@ def _trigger_dispatch(
     )
     log_jobs.append(app[TRIGGER_WAITS])
     if settings.triggers:
-        dispatcher.start()
+        await dispatcher.start()
         stack.push_async_callback(dispatcher.stop)
 
 
