@@ -166,9 +166,28 @@ class Service:
         self.popen.wait(10)
 
 
+# A free port can be taken by another test's process before ours binds it: the start is tried again.
+_BIND_ATTEMPTS = 3
+
+
 def start_service(env: dict[str, str], log_path: Path, timeout: float = 60.0) -> Service:
     """Start ``chainloom serve`` on a free port; return once each of its CHAINLOOM_WORKERS answered /ready."""
+    for attempt in range(_BIND_ATTEMPTS):
+        try:
+            return _start_service(env, log_path, timeout)
+        except _PortTaken:
+            if attempt == _BIND_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(AssertionError):
+    """The service exited at once: the free port it was given was taken meanwhile."""
+
+
+def _start_service(env: dict[str, str], log_path: Path, timeout: float) -> Service:
     port = free_port()
+    logged_before = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         popen = subprocess.Popen(
             [str(BIN / "chainloom"), "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -179,6 +198,8 @@ def start_service(env: dict[str, str], log_path: Path, timeout: float = 60.0) ->
     pids: set[int] = set()
     deadline = time.monotonic() + timeout
     while True:
+        if popen.poll() is not None and b"address already in use" in log_path.read_bytes()[logged_before:].lower():
+            raise _PortTaken(f"port {port} was taken before chainloom serve bound it")
         service.assert_running()
         try:
             with urllib.request.urlopen(f"{service.base}/ready", timeout=2) as response:  # a new connection each
