@@ -43,11 +43,36 @@ def _open_files_under(directory: Path) -> list[str]:
     return found
 
 
+def _local_tcp_ports_of_this_process() -> list[int]:
+    """The local ports of this process's own TCP sockets (its fds matched to /proc/net/tcp by inode)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = []
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def _connections_of_this_process() -> int:
+    # Counted by client port, so that services other tests started in their own processes never count.
+    ports = _local_tcp_ports_of_this_process()
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND client_port IS NOT NULL AND application_name = ''"
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND client_port = ANY(%s)",
+            (ports,),
         ).fetchone()
         return int(row[0]) if row else 0
 
