@@ -182,10 +182,14 @@ def producer_config(bootstrap: str, client_id: str) -> dict[str, Any]:
     }
 
 
-def consumer_config(bootstrap: str, group_id: str | None, client_id: str) -> dict[str, Any]:
+def consumer_config(
+    bootstrap: str, group_id: str | None, client_id: str, bootstrap_timeout: float = 30.0
+) -> dict[str, Any]:
     """A consumer that is assigned its partition by hand (``assign``): ``group_id`` only names where its
-    offsets are committed; it never joins the group, so no session timeout decides who reads."""
+    offsets are committed; it never joins the group, so no session timeout decides who reads.
+    ``bootstrap_timeout``: seconds to reach a broker at all before giving up."""
     return {
+        "bootstrap_timeout_ms": int(bootstrap_timeout * 1000),
         "bootstrap_servers": bootstrap.split(","),
         "client_id": client_id,
         "group_id": group_id,

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     kafka_topic_prefix: str = Field("chainloom.", validation_alias=_env("KAFKA_TOPIC_PREFIX"))
     # Replication factor of the topic the relay creates.
     kafka_replication_factor: int = Field(1, ge=1, validation_alias=_env("KAFKA_REPLICATION_FACTOR"))
+    # How long a projector worker waits for the broker at start-up before it gives up (seconds).
+    kafka_bootstrap_timeout: float = Field(30.0, gt=0, validation_alias=_env("KAFKA_BOOTSTRAP_TIMEOUT"))
     # Whether `chainloom serve` runs the relay itself (else run `chainloom relay`).
     kafka_relay_in_serve: bool = Field(True, validation_alias=_env("KAFKA_RELAY_IN_SERVE"))
     # Seconds between the relay's looks at the log for writes made by other processes (on PostgreSQL
@@ -153,6 +155,31 @@ class Settings(BaseSettings):
     # argon2id cost of a password hash (infra/passwords.py): passes over the memory, and KiB of memory.
     password_hash_time_cost: int = Field(2, ge=1, validation_alias=_env("PASSWORD_HASH_TIME_COST"))
     password_hash_memory_kib: int = Field(32768, ge=8, validation_alias=_env("PASSWORD_HASH_MEMORY_KIB"))
+
+    # Documents (domain/documents.py, web/files.py): the largest upload (the contract's 100 MiB); where
+    # uploaded content is kept, content-addressed by sha256 ("directory": under blob_dir, default
+    # <data_dir>/blobs, shared storage when API processes run on several machines; "database": in the read
+    # store's database, PostgreSQL only); how many files and folders there may be; the lancedb directory of
+    # the vector index (default <data_dir>/vectors).
+    max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0, validation_alias=_env("MAX_UPLOAD_BYTES"))
+    blob_store: Literal["directory", "database"] = Field("directory", validation_alias=_env("BLOB_STORE"))
+    blob_dir: Path | None = Field(None, validation_alias=_env("BLOB_DIR"))
+    file_limit: int = Field(50_000, ge=1, validation_alias=_env("FILE_LIMIT"))
+    vector_dir: Path | None = Field(None, validation_alias=_env("VECTOR_DIR"))
+    # Jobs (domain/jobs.py): a job that failed this many times is parked with its last error instead of going
+    # back to pending; whether this process takes part in the lease reaper (a singleton job putting jobs
+    # whose lease expired back to pending), and how often it looks.
+    job_max_failures: int = Field(5, ge=1, validation_alias=_env("JOB_MAX_FAILURES"))
+    lease_reaper: bool = Field(True, validation_alias=_env("LEASE_REAPER"))
+    lease_reap_interval: float = Field(1.0, gt=0, validation_alias=_env("LEASE_REAP_INTERVAL"))
+
+    @property
+    def blob_directory(self) -> Path:
+        return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
+
+    @property
+    def vector_directory(self) -> Path:
+        return self.vector_dir if self.vector_dir is not None else self.data_dir / "vectors"
 
     @field_validator("embed_model", "task_model", "chat_model")
     @classmethod

@@ -217,7 +217,9 @@ class ProjectorWorker:
             projectors = all_projectors()
             names = [p.name for p in projectors]
             consumer = resources.closing(
-                KafkaConsumer(**consumer_config(settings.kafka_bootstrap, group, self._client_id)),
+                KafkaConsumer(
+                    **consumer_config(settings.kafka_bootstrap, group, self._client_id, settings.kafka_bootstrap_timeout)
+                ),
                 KafkaConsumer.close,
             )
             ensure_topic(settings.kafka_bootstrap, topic, settings.kafka_replication_factor, self._client_id)
