@@ -92,6 +92,7 @@ class OperationDoc:
     errors: set[int] = field(default_factory=set)
     parameters: list[tuple[str, type[BaseModel]]] = field(default_factory=list)
     request_model: type[BaseModel] | None = None
+    request_media_type: str = "application/json"
 
 
 def operation_doc(handler: Callable) -> OperationDoc:
@@ -122,11 +123,14 @@ def fails(*statuses: int):
     return document
 
 
-def request_body(model: type[BaseModel]):
-    """Document the request body as ``model`` (``with_body`` does it for the bodies it parses)."""
+def request_body(model: type[BaseModel], media_type: str = "application/json"):
+    """Document the request body as ``model`` (``with_body`` does it for the bodies it parses); ``media_type``
+    ``multipart/form-data`` for a form whose ``bytes`` fields are uploaded files."""
 
     def document(handler):
-        operation_doc(handler).request_model = model
+        doc = operation_doc(handler)
+        doc.request_model = model
+        doc.request_media_type = media_type
         return handler
 
     return document
@@ -236,7 +240,9 @@ def _operation(method: str, template: str, handler: Callable, components: dict[s
     if body_model is not None:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": _component(body_model, components, request=True)}}},
+            "content": {
+                doc.request_media_type: {"schema": {"$ref": _component(body_model, components, request=True)}}
+            },
         }
         errors.update((413, 415, 422))
     if method in _WRITE_METHODS:

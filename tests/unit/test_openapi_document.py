@@ -65,7 +65,7 @@ def test_every_operation_answers_typed_content(app):
             if not status.startswith("2"):
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path, status)
-            elif (method, path) != ("GET", "/health"):  # healthy: 200 with an empty body
+            elif (method, path) != ("GET", "/health") and status != "204":  # healthy, or no content: empty
                 (media_type,) = response["content"]
                 assert response["content"][media_type]["schema"], (method, path, status)
         if operation.get("parameters") or "requestBody" in operation:
@@ -86,13 +86,18 @@ def test_request_bodies_say_what_is_required(app):
     for method, path, operation in _operations(document):
         if "requestBody" in operation:
             assert operation["requestBody"]["required"] is True
-            reference = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-            schema = schemas[reference.rsplit("/", 1)[1]]
+            ((media_type, content),) = operation["requestBody"]["content"].items()
+            assert media_type in ("application/json", "multipart/form-data"), (method, path)
+            schema = schemas[content["schema"]["$ref"].rsplit("/", 1)[1]]
             assert schema["type"] == "object", (method, path)
     assert schemas["BackendBody"]["required"] == ["name", "baseUrl", "type"]
     assert schemas["BackendBody"]["properties"]["type"]["enum"] == ["ollama", "vllm"]
     assert set(schemas["EventBody"]["required"]) == {"event_type", "aggregate_id", "aggregate_type", "version"}
     assert "path" in schemas["MappingBody"]["required"] and "path" not in schemas["MappingUpdateBody"]["required"]
+    # An upload is a form whose file part is bytes.
+    upload = document["paths"]["/files"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+    form = schemas[upload.rsplit("/", 1)[1]]
+    assert form["required"] == ["file"] and form["properties"]["file"]["format"] == "binary"
 
 
 def test_query_parameters_are_typed_and_required_where_the_handler_requires_them(app):
