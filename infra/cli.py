@@ -1,4 +1,4 @@
-"""The ``chainloom`` command: ``serve``, ``relay``, ``project``, ``projections rebuild|list|status|retry|skip``.
+"""The ``chainloom`` command: ``serve``, ``relay``, ``project``, ``worker``, ``projections rebuild|list|status|retry|skip``.
 
 This is an entry point, like ``web``: it imports the outer layers lazily.
 """
@@ -136,6 +136,28 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
+    from chainloom.infra.doc_worker import WorkerConfig, run_worker
+
+    options = {
+        "api_base_url": args.api_base_url, "email": args.email, "password": args.password, "api_key": args.api_key,
+        "leaser_id": args.leaser_id, "lease_duration_seconds": args.lease_duration,
+        "request_timeout_seconds": args.request_timeout, "worker_type": args.type, "idle_seconds": args.idle,
+        "error_backoff_seconds": args.error_backoff,
+    }  # fmt: skip
+    try:
+        config = WorkerConfig(**{name: value for name, value in options.items() if value is not None})
+    except ValidationError as error:
+        print(f"chainloom: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
+    )  # no request ids: a worker serves none
+    return run_worker(config, until_idle=args.until_idle)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chainloom", description="Event-sourced LLM runtime.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +173,25 @@ def main(argv: list[str] | None = None) -> int:
 
     project = commands.add_parser("project", help="keep the read models from Kafka, as a consumer-group worker")
     project.set_defaults(run=_project)
+
+    worker = commands.add_parser(
+        "worker",
+        help="chunk uploaded documents for the index through the HTTP API (infra/doc_worker.py); options win over"
+        " API_BASE_URL, WORKER_EMAIL, WORKER_PASSWORD, WORKER_LEASER_ID, WORKER_LEASE_DURATION_SECONDS,"
+        " WORKER_REQUEST_TIMEOUT_SECONDS, WORKER_TYPE (also CHAINLOOM_-prefixed)",
+    )
+    worker.add_argument("--api-base-url", help="the API's URL, with or without /api (default http://localhost:8081/api)")
+    worker.add_argument("--email", help="the worker account's e-mail (none: no sign-in, security off)")
+    worker.add_argument("--password", help="its password (better: WORKER_PASSWORD)")
+    worker.add_argument("--api-key", help="send this API key as X-API-Key instead of signing in (WORKER_API_KEY)")
+    worker.add_argument("--leaser-id", help="who holds the leases (default chainloom-worker-<host>-<pid>)")
+    worker.add_argument("--lease-duration", type=float, metavar="SECONDS", help="lease duration (default 300)")
+    worker.add_argument("--request-timeout", type=float, metavar="SECONDS", help="per request (default 300)")
+    worker.add_argument("--type", choices=["plaintext", "pdf", "all"], help="which documents (default all)")
+    worker.add_argument("--idle", type=float, metavar="SECONDS", help="wait when there is no work (default 1)")
+    worker.add_argument("--error-backoff", type=float, metavar="SECONDS", help="wait after an error (default 30)")
+    worker.add_argument("--until-idle", action="store_true", help="stop when there is no work left (exit 1 on an error)")
+    worker.set_defaults(run=_worker)
 
     projections = commands.add_parser("projections", help="manage read models")
     projection_commands = projections.add_subparsers(dest="projection_command", required=True)
