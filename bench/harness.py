@@ -43,14 +43,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def service(database_url: str = "", **env: str) -> Iterator[str]:
-    """Run ``chainloom serve`` on a fresh data directory; yields its base URL once it answers.
+def service(database_url: str = "", data_dir: str | None = None, **env: str) -> Iterator[str]:
+    """Run ``chainloom serve`` on a fresh data directory (or on ``data_dir``, prepared by the caller); yields
+    its base URL once it answers.
 
     Its output goes to a file (a pipe nobody reads could stall it); it runs in a session of its own,
     and at the end nothing of it — the parent or any worker process — outlives the run.
     """
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="chainloom-bench-") as data_dir:
+    with tempfile.TemporaryDirectory(prefix="chainloom-bench-") as fresh_dir:
+        data_dir = data_dir or fresh_dir
         process_env = dict(
             os.environ,
             CHAINLOOM_DATA_DIR=data_dir,
