@@ -166,6 +166,10 @@ class Settings(BaseSettings):
     blob_dir: Path | None = Field(None, validation_alias=_env("BLOB_DIR"))
     file_limit: int = Field(50_000, ge=1, validation_alias=_env("FILE_LIMIT"))
     vector_dir: Path | None = Field(None, validation_alias=_env("VECTOR_DIR"))
+    # Whether this process takes part in the blob sweeper (a singleton job removing content no live file names
+    # any more and upload leftovers, once untouched for the removal grace: infra/blobs.py), and how often it looks.
+    blob_sweeper: bool = Field(True, validation_alias=_env("BLOB_SWEEPER"))
+    blob_sweep_interval: float = Field(600.0, gt=0, validation_alias=_env("BLOB_SWEEP_INTERVAL"))
     # Jobs (domain/jobs.py): a job that failed this many times is parked with its last error instead of going
     # back to pending; whether this process takes part in the lease reaper (a singleton job putting jobs
     # whose lease expired back to pending), and how often it looks.

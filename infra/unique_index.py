@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chainloom.domain.backends import Backend
+from chainloom.domain.documents import File, Folder
 from chainloom.domain.base import Aggregate
 from chainloom.domain.groups import AffinityGroup
 from chainloom.domain.hooks import RemoteHook
@@ -28,7 +29,7 @@ from chainloom.domain.models import Model
 from chainloom.infra.readstore import SqlCursor
 
 # The aggregates that hold unique values (a unit test checks that none is missing).
-HOLDERS: tuple[type[Aggregate], ...] = (Backend, Model, AffinityGroup, RemoteHook, User)
+HOLDERS: tuple[type[Aggregate], ...] = (Backend, Model, AffinityGroup, RemoteHook, User, File, Folder)
 
 TABLE = "unique_values"
 _SCHEMA = (

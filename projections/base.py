@@ -146,6 +146,21 @@ class Projector:
         if handler is not None:
             handler(self, cursor, event)
 
+    # -- read models kept outside the read store (projections.vectors: lancedb) ----------------
+
+    def flush(self, cursor: SqlCursor | TemplatedCursor) -> None:
+        """Write what the handlers of this batch buffered for a store outside the read store; called once
+        the projector's events of a batch are applied, before its position is tracked, in the batch's
+        transaction. What it writes must be written again harmlessly: the transaction may still roll
+        back, and the batch is then applied again."""
+
+    def discard(self) -> None:
+        """Forget what the handlers buffered (their share of the batch is rolled back)."""
+
+    def tidy(self, store: ReadStore) -> None:
+        """Remove what this projector keeps outside the read store that no table of it names any more
+        (a rebuilt generation's leftovers); at start-up and after a rebuild. Blocking."""
+
 
 def create_tables(store: ReadStore, cursor: SqlCursor, projectors: Sequence[Projector]) -> None:
     """Create what is missing of the projectors' tables and the store's fault records, serialised with other

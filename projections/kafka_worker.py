@@ -47,6 +47,7 @@ from chainloom.infra.kafka_log import consumer_config, decode, ensure_topic
 from chainloom.infra.readstore import ReadStore
 from chainloom.infra.settings import Settings
 from chainloom.infra.singleton import Lock, singleton_lock
+from chainloom.infra.vectors import VectorStore
 from chainloom.projections.base import Event
 from chainloom.projections.registry import all_projectors
 from chainloom.projections.runner import ProjectionRunner
@@ -214,7 +215,7 @@ class ProjectorWorker:
         group = settings.kafka_projector_group
         with open_resources(settings, log=False) as resources:
             store = resources.store
-            projectors = all_projectors()
+            projectors = all_projectors(VectorStore(settings.vector_directory))
             names = [p.name for p in projectors]
             consumer = resources.closing(
                 KafkaConsumer(

@@ -21,6 +21,7 @@ from chainloom.infra.eventlog import EventLog
 from chainloom.infra.bootstrap import open_resources
 from chainloom.infra.readstore import ReadStore
 from chainloom.infra.settings import Settings
+from chainloom.infra.vectors import VectorStore
 from chainloom.projections.base import Projector, create_tables
 from chainloom.projections.registry import all_projectors
 from chainloom.projections.runner import ProjectionRunner
@@ -34,13 +35,13 @@ def projector_names() -> list[str]:
     return [p.name for p in all_projectors()]
 
 
-def chosen_projectors(names: Sequence[str] | None) -> list[Projector]:
+def chosen_projectors(names: Sequence[str] | None, vectors: VectorStore | None = None) -> list[Projector]:
     """The named projectors (all when None or empty); ``ValueError`` naming the unknown ones."""
     wanted = list(names or projector_names())
     unknown = sorted(set(wanted) - set(projector_names()))
     if unknown:
         raise ValueError(f"unknown projection(s): {', '.join(unknown)}; known: {', '.join(projector_names())}")
-    return [p for p in all_projectors() if p.name in wanted]
+    return [p for p in all_projectors(vectors) if p.name in wanted]
 
 
 def rebuild(
@@ -52,9 +53,12 @@ def rebuild(
 
     Raises ``projections.runner.ProjectionFailed`` (or the store's error) when the rebuild fails; the live
     read models are then untouched."""
-    live = chosen_projectors(names)
+    vectors = VectorStore(settings.vector_directory)
+    live = chosen_projectors(names, vectors)
     with open_resources(settings) as resources:
-        return rebuild_aside(resources.log, resources.store, live, progress)
+        position = rebuild_aside(resources.log, resources.store, live, progress)
+    vectors.wait_for_maintenance()  # the rebuilt vectors compacted (and indexed) before the process ends
+    return position
 
 
 def rebuild_aside(
@@ -87,6 +91,9 @@ def rebuild_aside(
                 projector.drop(cursor)
                 store.reset(cursor, projector.name)
         raise
+    finally:
+        for projector in live:
+            projector.tidy(store)  # what the swapped-out (or the dropped) tables named outside the store
 
 
 def _swap(store: ReadStore, cursor, live: Projector, aside: Projector, position: int) -> None:

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from chainloom.infra.vectors import VectorStore
 from chainloom.projections.base import Projector
 from chainloom.projections.catalog import CatalogProjector
 from chainloom.projections.downloads import DownloadsProjector
 from chainloom.projections.eventsource import EventSourceProjector
+from chainloom.projections.files import FilesProjector
 from chainloom.projections.functions import FunctionsProjector
 from chainloom.projections.hooks import HooksProjector
 from chainloom.projections.identity import IdentityProjector
+from chainloom.projections.jobs import JobsProjector
 from chainloom.projections.providers import ProvidersProjector
 from chainloom.projections.runtime import RuntimeProjector
 from chainloom.projections.task_runs import TaskRunsProjector
 from chainloom.projections.taskchains import TaskChainsProjector
+from chainloom.projections.vectors import VectorsProjector
 
 
-def all_projectors() -> list[Projector]:
+def all_projectors(vectors: VectorStore | None = None) -> list[Projector]:
+    """``vectors``: where the vector read model keeps its embeddings (``infra.vectors``); without it, only
+    processes that never apply an indexed chunk (set-up, tests of other read models) may use the list."""
     return [
         CatalogProjector(),
         EventSourceProjector(),
@@ -27,4 +33,7 @@ def all_projectors() -> list[Projector]:
         FunctionsProjector(),
         TaskRunsProjector(),
         IdentityProjector(),
+        FilesProjector(),
+        JobsProjector(),
+        VectorsProjector(vectors=vectors),
     ]

@@ -131,6 +131,8 @@ class ProjectionRunner:
             create_tables(self._store, cursor, self._projectors)
             positions = self._store.positions(cursor, self._names)
             faults = self._store.faults(cursor, self._names)
+        for projector in self._projectors:
+            projector.tidy(self._store)
         self._first = Batch(self._reached(positions, faults), False, [], positions, faults)
         self._live_after = self._log.head()
 
@@ -250,14 +252,20 @@ class ProjectionRunner:
             for current in pending:
                 projector.apply(cursor, current)
         except Exception as error:
+            projector.discard()
             if is_store_trouble(error):
                 raise
             poison = current
             self._store.rollback_to_savepoint(cursor, _SAVEPOINT)
-            for earlier in pending:
-                if earlier["nid"] >= poison["nid"]:
-                    break
-                projector.apply(cursor, earlier)
+            try:
+                for earlier in pending:
+                    if earlier["nid"] >= poison["nid"]:
+                        break
+                    projector.apply(cursor, earlier)
+                projector.flush(cursor)
+            except BaseException:
+                projector.discard()
+                raise
             self._store.release_savepoint(cursor, _SAVEPOINT)
             before = max([done] + [e["nid"] for e in batch if e["nid"] < poison["nid"]])
             fault = Fault(
@@ -273,6 +281,13 @@ class ProjectionRunner:
                 fault.event_type, fault.event_id, fault.error, exc_info=error,
             )
             return before, fault
+        try:
+            # What the projector keeps outside the read store (lancedb), written before the position is
+            # tracked; a failure there is the store's trouble, not the event's: the batch is tried again.
+            projector.flush(cursor)
+        except BaseException:
+            projector.discard()
+            raise
         self._store.release_savepoint(cursor, _SAVEPOINT)
         return max(done, last), None
 

@@ -17,15 +17,20 @@ from chainloom.commands.catalog import CatalogCommands, DefaultModel
 from chainloom.commands.downloads import DownloadCommands
 from chainloom.commands.eventsource import EventSourceCommands
 from chainloom.commands.execution import Defaults, ExecutionService
+from chainloom.commands.files import FileCommands
 from chainloom.commands.functions import FunctionCommands
 from chainloom.commands.hooks import HookCommands, HookRunner
 from chainloom.commands.identity import IdentityCommands, WorkerAccount
+from chainloom.commands.indexing import IndexCommands
+from chainloom.commands.jobs import JobCommands
 from chainloom.commands.providers import ProviderCommands
 from chainloom.commands.runtime import RuntimeCommands
 from chainloom.commands.taskchains import TaskChainCommands
 from chainloom.commands.tasks import TaskEngine, TaskRunRecorder
 from chainloom.domain.downloads import Download
 from chainloom.domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
+from chainloom.domain.jobs import Job
+from chainloom.infra.blobs import BlobStore, open_blobs
 from chainloom.infra.blocking import BlockingPool
 from chainloom.infra.bootstrap import open_resources
 from chainloom.infra.credentials import Credentials
@@ -41,10 +46,13 @@ from chainloom.infra.sandbox import Limits, SandboxPool
 from chainloom.infra.secrets import SecretBox, SecretsUnavailable
 from chainloom.infra.settings import Settings
 from chainloom.infra.singleton import Throttled, singleton_lock
+from chainloom.infra.vectors import VectorStore
 from chainloom.infra.tokens import Tokens, token_secret
 from chainloom.projections.dispatch import NAME, ListenedTypes, TriggerDispatcher, TriggerWaits
 from chainloom.projections.dispatch_host import HostServices
 from chainloom.projections.downloads import DownloadJob, ProgressFeed, ProgressWriter, ensure_progress_table
+from chainloom.projections.blob_sweeper import BlobSweeper
+from chainloom.projections.lease_reaper import LeaseReaper
 from chainloom.projections.live import LiveLog
 from chainloom.projections.reconciler import Observer, Reconciler
 from chainloom.projections.registry import all_projectors
@@ -55,11 +63,14 @@ from chainloom.queries.cache import ReadCache
 from chainloom.queries.catalog import CatalogMemberships, CatalogQueries
 from chainloom.queries.downloads import DownloadQueries, DownloadQueue
 from chainloom.queries.eventsource import EventIndex, EventSourceQueries
+from chainloom.queries.files import FileQueries
 from chainloom.queries.functions import FunctionQueries
 from chainloom.queries.hooks import HookQueries
 from chainloom.queries.identity import IdentityQueries
+from chainloom.queries.jobs import JobCandidates, JobQueries
 from chainloom.queries.providers import ProviderKeys, ProviderQueries
 from chainloom.queries.runtime import RuntimeQueries
+from chainloom.queries.search import SearchQueries
 from chainloom.queries.task_runs import TaskRunQueries
 from chainloom.queries.taskchains import TaskChainQueries
 from chainloom.web import catalog, downloads, eventsource, execution, idempotency, providers, runtime, system
@@ -69,10 +80,14 @@ from chainloom.web import taskchains as taskchain_routes
 from chainloom.web import tasks as task_routes
 from chainloom.web import openai_chat
 from chainloom.web import identity as identity_routes
+from chainloom.web import files as file_routes
+from chainloom.web import jobs as job_routes
+from chainloom.web import search as search_routes
 from chainloom.web import authz
 from chainloom.web.api_surface import serve_under_api
 from chainloom.web.errors import error_middleware
 from chainloom.web.keys import (
+    BLOBS,
     CATALOG_COMMANDS,
     CATALOG_QUERIES,
     DOWNLOAD_COMMANDS,
@@ -83,6 +98,8 @@ from chainloom.web.keys import (
     EVENTSOURCE_COMMANDS,
     EVENTSOURCE_QUERIES,
     EXECUTION,
+    FILE_COMMANDS,
+    FILE_QUERIES,
     FUNCTION_COMMANDS,
     FUNCTION_QUERIES,
     HOOK_COMMANDS,
@@ -90,6 +107,10 @@ from chainloom.web.keys import (
     HOOK_RUNNER,
     IDENTITY_COMMANDS,
     IDENTITY_QUERIES,
+    INDEX_COMMANDS,
+    JOB_COMMANDS,
+    JOB_QUERIES,
+    LEASE_REAPER,
     LOG_HEAD,
     PROJECTIONS,
     PROVIDER_COMMANDS,
@@ -98,6 +119,7 @@ from chainloom.web.keys import (
     RECONCILER,
     RELAY,
     RUNTIME_QUERIES,
+    SEARCH_QUERIES,
     SETTINGS,
     SIBLINGS,
     TASKCHAIN_COMMANDS,
@@ -147,6 +169,9 @@ def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Appl
     app.add_routes(function_routes.routes)
     app.add_routes(openai_chat.routes)
     app.add_routes(identity_routes.routes)
+    app.add_routes(file_routes.routes)
+    app.add_routes(job_routes.routes)
+    app.add_routes(search_routes.routes)
     app[EVENT_HUB] = EventHub(settings.sse_queue_size)
     app.on_shutdown.append(_end_streams)
     app.on_shutdown.append(downloads.end_streams)
@@ -390,6 +415,63 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if settings.reconciler:
             reconciler.start()
             stack.push_async_callback(reconciler.stop)
+        # -- documents --
+        # Files and folders: content in the blob store (by sha256), the tree on the log; a change's vectorize
+        # job and the creator's access entry are written with it.
+        blobs = BlobStore(await pool.run(open_blobs, settings, log), pool.run)
+        app[BLOBS] = blobs
+        app[FILE_QUERIES] = FileQueries(store, pool.run, cache)
+        app[FILE_COMMANDS] = FileCommands(
+            CommandRunner(writer, wait_on("files", "jobs", "identity")), app[FILE_QUERIES], blobs, settings.file_limit
+        )
+        # Content no live file names any more (freed within the removal grace, or of a refused upload) and
+        # abandoned uploads: removed by one process (the "blobs" lock) while CHAINLOOM_BLOB_SWEEPER is on.
+        files_settled = wait_on("files")
+
+        async def files_caught_up() -> None:
+            await files_settled(await pool.run(log.head))
+
+        app[system.BLOB_SWEEPER] = BlobSweeper(
+            blobs,
+            app[FILE_QUERIES],
+            files_caught_up,
+            Throttled(singleton_lock(settings, "blobs"), LOCK_RETRY),
+            pool.run,
+            interval=settings.blob_sweep_interval,
+        )
+        if settings.blob_sweeper:
+            app[system.BLOB_SWEEPER].start()
+            stack.push_async_callback(app[system.BLOB_SWEEPER].stop)
+        # Jobs and leases: leased on the log (atomic across processes); leases that ran out are put back by
+        # one process (the "leases" lock) while CHAINLOOM_LEASE_REAPER is on.
+        app[JOB_COMMANDS] = JobCommands(
+            CommandRunner(writer, wait_on("jobs")),
+            CommandRunner(writer, announce),
+            JobCandidates(store),
+            pool.run,
+            settings.job_max_failures,
+        )
+        app[JOB_QUERIES] = JobQueries(store, pool.run, cache)
+        app[LEASE_REAPER] = LeaseReaper(
+            app[JOB_COMMANDS],
+            Throttled(singleton_lock(settings, "leases"), LOCK_RETRY),
+            pool.run,
+            interval=settings.lease_reap_interval,
+        )
+        if settings.lease_reaper:
+            app[LEASE_REAPER].start()
+            stack.push_async_callback(app[LEASE_REAPER].stop)
+        # Index and search: chunks, keywords and embeddings on the log; the vectors a read model in lancedb.
+        app[INDEX_COMMANDS] = IndexCommands(
+            CommandRunner(writer, wait_on("vectors", "jobs")),
+            app[EXECUTION],
+            lambda: app[EXECUTION].defaults.embed_model,
+            lambda job_id: log.get(Job, job_id),
+            pool.run,
+        )
+        app[SEARCH_QUERIES] = SearchQueries(
+            store, pool.run, VectorStore(settings.vector_directory, maintain=False), app[EXECUTION], app[FILE_QUERIES], cache
+        )
         await _trigger_dispatch(app, stack, settings, log, writer, runner, pool, siblings, [relay, live, runner], log_jobs)
         if isinstance(runner, ProjectionRunner):
             # This process (or a sibling worker) projects: the seeds show within moments, before the first answer.
@@ -493,7 +575,7 @@ def _read_models(
         relay = f"kafka-relay:{settings.kafka_events_topic}" if settings.uses_postgres else None
         return TrackedProjections(store, all_projectors(), pool.run, relay=relay)
     if siblings is None:
-        return ProjectionRunner(log, store, all_projectors(), pool.run)
+        return ProjectionRunner(log, store, all_projectors(VectorStore(settings.vector_directory)), pool.run)
 
     def projected() -> None:
         siblings.version.bump()
@@ -503,7 +585,7 @@ def _read_models(
     return ProjectionRunner(
         log,
         store,
-        all_projectors(),
+        all_projectors(VectorStore(settings.vector_directory)),
         pool.run,
         idle_poll=WORKER_POLL,
         lock=Throttled(singleton_lock(settings, "projections"), LOCK_RETRY),

@@ -10,27 +10,35 @@ from chainloom.commands.catalog import CatalogCommands
 from chainloom.commands.downloads import DownloadCommands
 from chainloom.commands.eventsource import EventSourceCommands
 from chainloom.commands.execution import ExecutionService
+from chainloom.commands.files import FileCommands
 from chainloom.commands.functions import FunctionCommands
 from chainloom.commands.identity import IdentityCommands
+from chainloom.commands.indexing import IndexCommands
+from chainloom.commands.jobs import JobCommands
 from chainloom.commands.tasks import TaskEngine
 from chainloom.commands.hooks import HookCommands, HookRunner
 from chainloom.commands.providers import ProviderCommands
 from chainloom.commands.taskchains import TaskChainCommands
+from chainloom.infra.blobs import BlobStore
 from chainloom.infra.kafka_relay import RelayService
 from chainloom.infra.settings import Settings
 from chainloom.infra.tokens import Tokens
 from chainloom.projections.dispatch import TriggerDispatcher, TriggerWaits
 from chainloom.projections.downloads import DownloadJob, ProgressFeed
+from chainloom.projections.lease_reaper import LeaseReaper
 from chainloom.projections.reconciler import Reconciler
 from chainloom.projections.waits import ReadModels
 from chainloom.queries.catalog import CatalogQueries
 from chainloom.queries.downloads import DownloadQueries
 from chainloom.queries.eventsource import EventSourceQueries
+from chainloom.queries.files import FileQueries
 from chainloom.queries.functions import FunctionQueries
 from chainloom.queries.identity import IdentityQueries
+from chainloom.queries.jobs import JobQueries
 from chainloom.queries.hooks import HookQueries
 from chainloom.queries.providers import ProviderKeys, ProviderQueries
 from chainloom.queries.runtime import RuntimeQueries
+from chainloom.queries.search import SearchQueries
 from chainloom.queries.task_runs import TaskRunQueries
 from chainloom.queries.taskchains import TaskChainQueries
 from chainloom.web.sse import EventHub
@@ -71,3 +79,11 @@ TRIGGER_WAITS = web.AppKey("trigger_waits", TriggerWaits)  # POST /events, /inge
 IDENTITY_COMMANDS = web.AppKey("identity_commands", IdentityCommands)  # users, access entries, sign-ins
 IDENTITY_QUERIES = web.AppKey("identity_queries", IdentityQueries)  # also authorization's stored grants
 TOKENS = web.AppKey("tokens", Tokens)  # issues and verifies the JWTs users sign in for
+JOB_COMMANDS = web.AppKey("job_commands", JobCommands)  # leases, leasers' reports, the reaper's put-backs
+JOB_QUERIES = web.AppKey("job_queries", JobQueries)  # /jobs/pending, /jobs/in-progress, /jobs/parked
+LEASE_REAPER = web.AppKey("lease_reaper", LeaseReaper)  # puts expired leases back while this process holds its lock
+FILE_COMMANDS = web.AppKey("file_commands", FileCommands)  # files and folders (uploads are streamed to BLOBS first)
+FILE_QUERIES = web.AppKey("file_queries", FileQueries)  # the tree with paths (also the search's expand=files)
+BLOBS = web.AppKey("blobs", BlobStore)  # uploaded content by sha256 (CHAINLOOM_BLOB_STORE)
+INDEX_COMMANDS = web.AppKey("index_commands", IndexCommands)  # POST /index: chunks enriched, embedded, recorded
+SEARCH_QUERIES = web.AppKey("search_queries", SearchQueries)  # /search and /keywords, on the vector read model

@@ -23,11 +23,12 @@ from aiohttp import web
 from chainloom.domain.errors import DomainError
 from chainloom.infra.readstore import Fault
 from chainloom.infra.version import VERSION, node_instance_id
+from chainloom.projections.blob_sweeper import BlobSweeper
 from chainloom.projections.waits import ProjectionFaulted, ReadModels, ReadModelsBehind
 from chainloom.web import authz
 from chainloom.web.bodies import json_response
 from chainloom.web.errors import error_response
-from chainloom.web.keys import DOWNLOAD_JOB, PROJECTIONS, RECONCILER, RELAY, SETTINGS, TRIGGER_DISPATCHER
+from chainloom.web.keys import DOWNLOAD_JOB, LEASE_REAPER, PROJECTIONS, RECONCILER, RELAY, SETTINGS, TRIGGER_DISPATCHER
 from chainloom.web.openapi import describe, fails, responds
 from chainloom.web.schemas import Ready, Version
 
@@ -140,6 +141,8 @@ class StartUp:
 
 
 STARTUP = web.AppKey("startup", StartUp)
+# Removes content no live file names any more while this process holds its lock (CHAINLOOM_BLOB_SWEEPER).
+BLOB_SWEEPER = web.AppKey("blob_sweeper", BlobSweeper)
 
 
 @routes.get("/health")
@@ -186,6 +189,8 @@ def _holds(app: web.Application) -> list[str]:
         ("reconciler", app.get(RECONCILER)),
         ("downloads", app.get(DOWNLOAD_JOB)),
         ("triggers", app.get(TRIGGER_DISPATCHER)),
+        ("leases", app.get(LEASE_REAPER)),
+        ("blobs", app.get(BLOB_SWEEPER)),
     )
     held = [name for name, job in (*jobs, ("kafka-relay", app.get(RELAY))) if job is not None and job.holding]
     return held

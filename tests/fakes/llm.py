@@ -7,7 +7,10 @@
 Every fake answers deterministically and records what it received:
 
 * ``reply``: the answer's text; a list of strings is streamed as those chunks (joined when not streamed).
-* ``embedding``: the vector every embedding call returns.
+* ``embedding``: the vector every embedding call returns; ``embed_text``: when set, ``embed_text(text)`` is
+  returned instead (``word_vector``: texts that share words are close).
+* ``answer``: when set, ``answer(prompt)`` is the text of a prompt's or chat's answer instead of ``reply``
+  (``document_answer``: what the indexing and search prompts want). ``use_document_models()`` sets both.
 * ``fail_with``: an HTTP status (e.g. 500) every call is answered with, in the provider's error body; None: off.
 * ``delay``: seconds to wait before answering (a slow backend); ``chunk_delay``: between streamed chunks.
 * ``tool_calls``: ``[{"name": ..., "arguments": {...}}]`` answered instead of text when the request has tools.
@@ -16,7 +19,9 @@ Every fake answers deterministically and records what it received:
 Models the fakes do not hold are refused as the providers do (404), so add them first.
 
 Run one on its own (the benchmarks do): ``python -m tests.fakes.llm ollama|openai|gemini [api key]`` prints
-its URL on the first line, then serves until killed.
+its URL on the first line, then serves until killed. ``python -m tests.fakes.llm documents [model …]`` is an
+Ollama answering as the document models (``use_document_models``) and holding the models named (default:
+the default task and embedding models).
 """
 
 from __future__ import annotations
@@ -24,14 +29,63 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
+import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 Body = dict[str, Any]
 BODY = web.RequestKey("body", dict)  # the request's JSON body ({} when none)
+
+# -- deterministic stand-ins for the document models (indexing and search) ----------------------------------
+
+WORD_DIMS = 64
+_WORD = re.compile(r"[a-z0-9]+")
+_QUESTION_WORDS = frozenset(
+    "what who whom whose where when why how which is are was were do does did can could should would will".split()
+)
+_STOP_WORDS = _QUESTION_WORDS | frozenset("a an the of in on at to for and or about with by from me my i".split())
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def word_vector(text: str, dims: int = WORD_DIMS) -> list[float]:
+    """A hashed bag of words, normalised: texts that share words are close (L2), texts that share none far."""
+    vector = [0.0] * dims
+    for word in words(text):
+        vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % dims] += 1.0
+    norm = math.sqrt(sum(value * value for value in vector)) or 1.0
+    return [value / norm for value in vector]
+
+
+def _after(prompt: str, marker: str) -> str:
+    return prompt.rsplit(marker, 1)[1].strip() if marker in prompt else prompt
+
+
+def document_answer(prompt: str) -> str:
+    """The task model as indexing and search use it, recognised by what their prompts ask (the text to work on
+    follows the last ``Text:`` or ``Question:`` line):
+
+    * keywords (the prompt says "comma-separated"): the text's first six distinct words of four letters or more;
+    * whether a text is a question ("yes or no"): ``yes`` when it ends with ``?`` or starts with a question word;
+    * a question rewritten as a search query ("search query"): its words but question and stop words."""
+    lowered = prompt.lower()
+    if "comma-separated" in lowered:
+        found = list(dict.fromkeys(word for word in words(_after(prompt, "Text:")) if len(word) >= 4))
+        return ", ".join(found[:6]) or "none"
+    if "yes or no" in lowered:
+        text = _after(prompt, "Text:")
+        first = (words(text) or [""])[0]
+        return "yes" if text.rstrip().endswith("?") or first in _QUESTION_WORDS else "no"
+    if "search query" in lowered:
+        return " ".join(word for word in words(_after(prompt, "Question:")) if word not in _STOP_WORDS)
+    return "hello"
 
 
 class _Fake:
@@ -41,6 +95,8 @@ class _Fake:
         self.url = ""
         self.reply: str | list[str] = "hello"
         self.embedding: list[float] = [0.1, 0.2, 0.3]
+        self.embed_text: Callable[[str], list[float]] | None = None
+        self.answer: Callable[[str], str] | None = None
         self.fail_with: int | None = None
         self.delay = 0.0
         self.chunk_delay = 0.0
@@ -103,11 +159,21 @@ class _Fake:
     def _error(self, status: int, message: str) -> web.Response:
         raise NotImplementedError
 
-    def pieces(self) -> list[str]:
+    def use_document_models(self, dims: int = WORD_DIMS) -> None:
+        """Answer as the document models would: embeddings by words, keywords and questions by ``document_answer``."""
+        self.embed_text = lambda text: word_vector(text, dims)
+        self.answer = document_answer
+
+    def vector_of(self, text: str) -> list[float]:
+        return self.embedding if self.embed_text is None else self.embed_text(text)
+
+    def pieces(self, prompt: str | None = None) -> list[str]:
+        if self.answer is not None and prompt is not None:
+            return [self.answer(prompt)]
         return [self.reply] if isinstance(self.reply, str) else list(self.reply)
 
-    def text(self) -> str:
-        return "".join(self.pieces())
+    def text(self, prompt: str | None = None) -> str:
+        return "".join(self.pieces(prompt))
 
     async def _stream(self, request: web.Request, content_type: str, frames: list[bytes]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": content_type})
@@ -130,6 +196,15 @@ def _sse(obj: Body | str) -> bytes:
 
 def _tokens(text: str) -> int:
     return len(text.split())
+
+
+def _last_user(messages: Any) -> str | None:
+    """The last user message's text (what a single-turn prompt sent as a chat asks), or None."""
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return None
 
 
 class FakeOllama(_Fake):
@@ -236,13 +311,14 @@ class FakeOllama(_Fake):
         name = self._model(body)
         if (missing := self._missing(name)) is not None:
             return missing
-        prompt_tokens = _tokens(str(body.get("prompt", ""))) + _tokens(str(body.get("system", "")))
-        final = self._final(name, _tokens(self.text()), prompt_tokens)
+        prompt = str(body.get("prompt", ""))
+        prompt_tokens = _tokens(prompt) + _tokens(str(body.get("system", "")))
+        final = self._final(name, _tokens(self.text(prompt)), prompt_tokens)
         if body.get("stream", True) is False:
-            return web.json_response({**final, "response": self.text()})
+            return web.json_response({**final, "response": self.text(prompt)})
         frames = [
             _ndjson({"model": name, "created_at": final["created_at"], "response": piece, "done": False})
-            for piece in self.pieces()
+            for piece in self.pieces(prompt)
         ]
         return await self._stream(request, "application/x-ndjson", frames + [_ndjson({**final, "response": ""})])
 
@@ -252,7 +328,8 @@ class FakeOllama(_Fake):
         if (missing := self._missing(name)) is not None:
             return missing
         prompt_tokens = sum(_tokens(str(m.get("content", ""))) for m in body.get("messages", []))
-        final = self._final(name, _tokens(self.text()), prompt_tokens)
+        prompt = _last_user(body.get("messages"))
+        final = self._final(name, _tokens(self.text(prompt)), prompt_tokens)
         if body.get("tools") and self.tool_calls:
             message: Body = {
                 "role": "assistant",
@@ -260,7 +337,7 @@ class FakeOllama(_Fake):
                 "tool_calls": [{"function": {"name": c["name"], "arguments": c["arguments"]}} for c in self.tool_calls],
             }
         else:
-            message = {"role": "assistant", "content": self.text()}
+            message = {"role": "assistant", "content": self.text(prompt)}
         if body.get("stream", True) is False:
             return web.json_response({**final, "message": message})
         if "tool_calls" in message:
@@ -268,15 +345,16 @@ class FakeOllama(_Fake):
         else:
             frames = [
                 _ndjson({"model": name, "created_at": final["created_at"], "message": {"role": "assistant", "content": p}, "done": False})
-                for p in self.pieces()
+                for p in self.pieces(prompt)
             ]
         last = {**final, "message": {"role": "assistant", "content": ""}}
         return await self._stream(request, "application/x-ndjson", frames + [_ndjson(last)])
 
     async def _embeddings(self, request: web.Request) -> web.Response:
-        if (missing := self._missing(self._model(request[BODY]))) is not None:
+        body = request[BODY]
+        if (missing := self._missing(self._model(body))) is not None:
             return missing
-        return web.json_response({"embedding": self.embedding})
+        return web.json_response({"embedding": self.vector_of(str(body.get("prompt", "")))})
 
     async def _embed(self, request: web.Request) -> web.Response:
         body = request[BODY]
@@ -284,8 +362,8 @@ class FakeOllama(_Fake):
         if (missing := self._missing(name)) is not None:
             return missing
         inputs = body.get("input", "")
-        count = len(inputs) if isinstance(inputs, list) else 1
-        return web.json_response({"model": name, "embeddings": [self.embedding] * count})
+        texts = inputs if isinstance(inputs, list) else [inputs]
+        return web.json_response({"model": name, "embeddings": [self.vector_of(str(text)) for text in texts]})
 
 
 class FakeOpenAI(_Fake):
@@ -350,8 +428,9 @@ class FakeOpenAI(_Fake):
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             return self._error(400, "'messages' must contain at least one message")
         prompt_tokens = sum(_tokens(str(m.get("content") or "")) for m in body["messages"])
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": _tokens(self.text()),
-                 "total_tokens": prompt_tokens + _tokens(self.text())}
+        prompt = _last_user(body["messages"])
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": _tokens(self.text(prompt)),
+                 "total_tokens": prompt_tokens + _tokens(self.text(prompt))}
         head = {"id": "chatcmpl-fake", "created": int(time.time()), "model": name}
         tool_calls = None
         finish = self.finish_reason
@@ -363,7 +442,7 @@ class FakeOpenAI(_Fake):
             ]
             finish = "tool_calls"
         if not body.get("stream"):
-            message: Body = {"role": "assistant", "content": None if tool_calls else self.text(), "refusal": None}
+            message: Body = {"role": "assistant", "content": None if tool_calls else self.text(prompt), "refusal": None}
             if tool_calls:
                 message["tool_calls"] = tool_calls
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
@@ -377,7 +456,7 @@ class FakeOpenAI(_Fake):
         if tool_calls:
             frames.append(chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(tool_calls)]}))
         else:
-            frames += [chunk({"content": piece}) for piece in self.pieces()]
+            frames += [chunk({"content": piece}) for piece in self.pieces(prompt)]
         if self.stream_error is not None:
             frames.insert(2, _sse({"error": {"object": "error", "message": self.stream_error,
                                              "type": "BadRequestError", "code": 400}}))
@@ -394,7 +473,7 @@ class FakeOpenAI(_Fake):
             return missing
         inputs = body.get("input", "")
         inputs = inputs if isinstance(inputs, list) else [inputs]
-        data = [{"object": "embedding", "index": i, "embedding": self.embedding} for i in range(len(inputs))]
+        data = [{"object": "embedding", "index": i, "embedding": self.vector_of(str(text))} for i, text in enumerate(inputs)]
         tokens = sum(_tokens(str(t)) for t in inputs)
         return web.json_response({"object": "list", "data": data, "model": name,
                                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
@@ -476,7 +555,8 @@ class FakeGemini(_Fake):
         if name is None:
             return self._not_found(model)
         if method == "embedContent":
-            return web.json_response({"embedding": {"values": self.embedding}})
+            parts = (request[BODY].get("content") or {}).get("parts") or [{}]
+            return web.json_response({"embedding": {"values": self.vector_of(str(parts[0].get("text", "")))}})
         if method not in ("generateContent", "streamGenerateContent"):
             return self._error(404, f"method {method} not found")
         body = request[BODY]
@@ -509,8 +589,17 @@ FAKES = {"ollama": FakeOllama, "openai": FakeOpenAI, "gemini": FakeGemini}
 
 
 async def _serve_forever(kind: str, api_key: str | None) -> None:
-    fake = FAKES[kind](api_key) if kind != "ollama" and api_key is not None else FAKES[kind]()
-    if isinstance(fake, FakeOllama):
+    if kind == "documents":
+        fake: _Fake = FakeOllama()
+        fake.use_document_models()
+        from chainloom.infra.settings import Settings
+
+        defaults = Settings.model_fields
+        for name in sys.argv[2:] or [defaults["task_model"].default, defaults["embed_model"].default]:
+            fake.add_model(name)
+    else:
+        fake = FAKES[kind](api_key) if kind != "ollama" and api_key is not None else FAKES[kind]()
+    if isinstance(fake, FakeOllama) and not fake.models:
         fake.add_model("phi3:3.8b")
     async with fake:
         print(fake.url, flush=True)

@@ -324,6 +324,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if name in _NOT_PASSED:
             continue
         value = getattr(settings, name)
+        if value is None:  # derived from another setting (blob_dir from data_dir …): not passed, derived there too
+            continue
         env[field.validation_alias.choices[0]] = ("true" if value else "false") if isinstance(value, bool) else str(value)
     read_back = Settings.model_validate(env)  # what the process will read (the variables alone, no os.environ)
     differing = {n for n in Settings.model_fields if n not in _NOT_PASSED and getattr(read_back, n) != getattr(settings, n)}
