@@ -108,7 +108,22 @@ class Content:
         ensure_allowed(self.content_type)
 
 
-class File(Aggregate):
+class _TreeNode(Aggregate):
+    """What files and folders share: a name unique in its folder while the node lives."""
+
+    name: str
+    parent_id: str
+    deleted: bool
+
+    def unique_values(self) -> dict[str, str]:
+        return {} if self.deleted else {NODE_NAME: node_name(self.parent_id, self.name)}
+
+    def ensure_exists(self) -> None:
+        if self.deleted:
+            raise NotFound(NOT_FOUND)
+
+
+class File(_TreeNode):
     aggregate_type = "file"
 
     class Created(Aggregate.Created):
@@ -161,13 +176,6 @@ class File(Aggregate):
         self.job_ids: list[str] = [job_id]
         self.deleted = False
 
-    def unique_values(self) -> dict[str, str]:
-        return {} if self.deleted else {NODE_NAME: node_name(self.parent_id, self.name)}
-
-    def ensure_exists(self) -> None:
-        if self.deleted:
-            raise NotFound(NOT_FOUND)
-
     def replace_content(self, content: Content, job_id: str) -> None:
         self.ensure_exists()
         content.validate()
@@ -208,7 +216,7 @@ class File(Aggregate):
         self.deleted = True
 
 
-class Folder(Aggregate):
+class Folder(_TreeNode):
     aggregate_type = "folder"
 
     class Created(Aggregate.Created):
@@ -245,13 +253,6 @@ class Folder(Aggregate):
         self.parent_id = parent_id
         self.children: list[str] = []
         self.deleted = False
-
-    def unique_values(self) -> dict[str, str]:
-        return {} if self.deleted else {NODE_NAME: node_name(self.parent_id, self.name)}
-
-    def ensure_exists(self) -> None:
-        if self.deleted:
-            raise NotFound(NOT_FOUND)
 
     def rename(self, name: str) -> None:
         self.ensure_exists()

@@ -40,9 +40,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ def table_name(generation: str, dims: int) -> str:
 
 
 def _schema(dims: int) -> pa.Schema:
+    import pyarrow as pa  # with lancedb, when first needed: a process that never stores a vector never loads them
+
     return pa.schema(
         [
             pa.field("chunk_id", pa.string(), nullable=False),
@@ -120,6 +124,8 @@ class VectorStore:
             return self._db
 
     def table_names(self) -> list[str]:
+        if not self.directory.is_dir() or not any(self.directory.iterdir()):
+            return []  # nothing written yet: no need to start lancedb (a second of a process's start-up)
         db = self._connection()
         names: list[str] = []
         token = None
@@ -182,6 +188,8 @@ class VectorStore:
 
     @staticmethod
     def _arrow(rows: Sequence[VectorRow], dims: int) -> pa.Table:
+        import pyarrow as pa
+
         for row in rows:
             if len(row.embedding) != 4 * dims:
                 raise ValueError(f"chunk {row.chunk_id}: {len(row.embedding) // 4} dimensions in a table of {dims}")

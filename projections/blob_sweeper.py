@@ -23,18 +23,16 @@ store — holds the singleton lock ``blobs`` (``infra.singleton``) and, every
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from chainloom.infra.blobs import REMOVAL_GRACE, BlobStore
 from chainloom.infra.singleton import Lock
+from chainloom.projections.periodic import PeriodicJob, RunBlocking
 
 logger = logging.getLogger(__name__)
-
-RunBlocking = Callable[..., Awaitable[Any]]
 # Hashes per question to the read model (its IN lists are batched again below this).
 BATCH = 500
 
@@ -53,7 +51,10 @@ class Swept:
     uploads: int
 
 
-class BlobSweeper:
+class BlobSweeper(PeriodicJob):
+    name = "blob sweeper"
+    lock_name = "blobs"
+
     def __init__(
         self,
         blobs: BlobStore,
@@ -68,69 +69,22 @@ class BlobSweeper:
     ) -> None:
         """``settled()`` returns once the files read model has reached the log's head as of the call (and
         raises when it does not in time)."""
+        super().__init__(lock, run_blocking, interval=interval)
         self._blobs = blobs
         self._files = files
         self._settled = settled
-        self._lock = lock
-        self._run_blocking = run_blocking
-        self._interval = interval
         self._grace = grace
         self._batch = batch
-        self._holding = False
-        self._stopping = False
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self.cycles = 0  # sweeps run while holding the lock
 
-    @property
-    def holding(self) -> bool:
-        """Whether this process runs the sweeper now."""
-        return self._holding
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="blob-sweeper")
-
-    async def stop(self) -> None:
-        # As the lease reaper: the loop finishes its step (a cancel could leave a lock attempt running in its
-        # thread, taking the lock after the release below).
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        self._holding = False
-        await self._run_blocking(self._lock.release)
-
-    async def _run(self) -> None:
-        failures = 0  # in a row: the first is logged with its traceback, the rest briefly
-        while not self._stopping:
-            try:
-                held = await self._run_blocking(self._lock.acquire)
-                if held != self._holding:
-                    logger.info("blob sweeper: %s the blobs lock", "took" if held else "lost")
-                self._holding = held
-                if held and not self._stopping:
-                    await self.sweep_once()
-                failures = 0
-            except Exception:  # noqa: BLE001 - the store is unreachable or the read model lags: next interval
-                failures += 1
-                if failures == 1:
-                    logger.warning("blob sweeper: a sweep failed; trying again every %g s", self._interval, exc_info=True)
-                else:
-                    logger.debug("blob sweeper: a sweep failed again", exc_info=True)
-            try:
-                async with asyncio.timeout(self._interval):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
+    async def step(self) -> Swept:
+        return await self.sweep_once()
 
     async def sweep_once(self) -> Swept:
         """One sweep (whether or not this process holds the lock: the loop only runs it when it does)."""
         uploads = await self._blobs.clear_uploads(self._grace)
         removed: list[str] = []
         async for stale in self._blobs.stale(self._grace, self._batch):
-            if self._stopping:
+            if self.stopping:
                 break
             await self._settled()  # after the listing: what the read model shows includes every older event
             referenced = await self._files.referenced(stale)
@@ -139,5 +93,4 @@ class BlobSweeper:
                     removed.append(digest)
         if removed or uploads:
             logger.info("blob sweeper: removed %d unreferenced blob(s), %d abandoned upload(s)", len(removed), uploads)
-        self.cycles += 1
         return Swept(removed, uploads)

@@ -20,86 +20,36 @@ pending from the moment it was put back (a new ``createdAt``) with its
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from chainloom.commands.jobs import JobCommands
 from chainloom.domain import jobs as job_domain
 from chainloom.infra.singleton import Lock
 from chainloom.infra.timefmt import to_ns
+from chainloom.projections.periodic import PeriodicJob, RunBlocking
 
 logger = logging.getLogger(__name__)
-
-RunBlocking = Callable[..., Awaitable[Any]]
 
 
 def _now_ns() -> int:
     return to_ns(job_domain.clock())
 
 
-class LeaseReaper:
+class LeaseReaper(PeriodicJob):
+    name = "lease reaper"
+    lock_name = "leases"
+
     def __init__(self, commands: JobCommands, lock: Lock, run_blocking: RunBlocking, *, interval: float) -> None:
+        super().__init__(lock, run_blocking, interval=interval)
         self._commands = commands
-        self._lock = lock
-        self._run_blocking = run_blocking
-        self._interval = interval
-        self._holding = False
-        self._stopping = False
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self.cycles = 0  # cycles run while holding the lock (tests wait on it)
 
-    @property
-    def holding(self) -> bool:
-        """Whether this process runs the reaper now."""
-        return self._holding
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="lease-reaper")
-
-    async def stop(self) -> None:
-        # The loop is let finish its step rather than cancelled: a cancel would leave a lock attempt running
-        # in its thread, which could take the lock after the release below and keep it.
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        self._holding = False
-        await self._run_blocking(self._lock.release)
-
-    async def _run(self) -> None:
-        failures = 0  # in a row: the first is logged with its traceback, the rest briefly
-        while not self._stopping:
-            try:
-                held = await self._run_blocking(self._lock.acquire)
-                if held != self._holding:
-                    logger.info("lease reaper: %s the leases lock", "took" if held else "lost")
-                self._holding = held
-                if held and not self._stopping:
-                    await self.cycle()
-                failures = 0
-            except Exception:  # noqa: BLE001 - the store is unreachable or a decision failed: next interval
-                failures += 1
-                if failures == 1:
-                    logger.warning(
-                        "lease reaper: a cycle failed; trying again every %g s", self._interval, exc_info=True
-                    )
-                else:
-                    logger.debug("lease reaper: a cycle failed again", exc_info=True)
-            try:
-                async with asyncio.timeout(self._interval):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
+    async def step(self) -> list[str]:
+        return await self.cycle()
 
     async def cycle(self) -> list[str]:
         """Put back every job whose lease ran out by now; their ids."""
         put_back: list[str] = []
-        while not self._stopping:
+        while not self.stopping:
             proposed = await self._commands.expired(_now_ns())
             if not proposed:
                 break
@@ -109,5 +59,4 @@ class LeaseReaper:
                 break
         if put_back:
             logger.info("lease reaper: %d job(s) whose lease ran out are pending again", len(put_back))
-        self.cycles += 1
         return put_back

@@ -20,10 +20,11 @@ from chainloom.domain.jobs import LEASED, PARKED, PENDING
 from chainloom.infra.readstore import ReadStore, Row
 from chainloom.infra.timefmt import format_ns
 from chainloom.queries.cache import RememberedQueries
+from chainloom.queries.pagination import MAX_LIMIT
 
 Json = dict[str, Any]
-# The most jobs a listing answers (the reference's bound).
-MAX_ROWS = 1000
+# The most jobs a listing answers (the reference's bound, the one pagination's maximum).
+MAX_ROWS = MAX_LIMIT
 
 _COLUMNS = (
     "id, task_type, operation, subject, entity_id, entity_type, payload, scheduled_for, valid_until,"

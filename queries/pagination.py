@@ -43,3 +43,19 @@ class Page:
                     "serverops: unprocessable entity: invalid cursor format, expected RFC3339Nano", param="cursor"
                 ) from None
         return cls(page_limit, before)
+
+    @classmethod
+    def lenient(cls, limit: str | None, cursor: str | None) -> Page:
+        """The document API's listings (``/jobs/*``, ``/keywords``, platform notes §7.2): at most ``MAX_LIMIT``
+        rows by default; a ``limit`` that is not a number from 1 to ``MAX_LIMIT`` is ignored; a bad cursor is
+        400 ``invalid cursor parameter: …``."""
+        page_limit = MAX_LIMIT
+        if limit and limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_LIMIT:
+            page_limit = int(limit)
+        before = NS_MAX
+        if cursor:
+            try:
+                before = clamp_ns(parse_ns(cursor))
+            except ValueError as error:
+                raise BadRequest(f"invalid cursor parameter: {error}", param="cursor") from None
+        return cls(page_limit, before)

@@ -18,10 +18,10 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from chainloom.domain.errors import BadRequest, Unprocessable
+from chainloom.domain.errors import Unprocessable
 from chainloom.domain.jobs import DURATION_PATTERN, MAX_ERROR_LENGTH, parse_duration_ms
-from chainloom.infra.timefmt import NS_MAX, clamp_ns, parse_ns
 from chainloom.queries.jobs import MAX_ROWS
+from chainloom.queries.pagination import Page
 from chainloom.web.bodies import json_response, with_body
 from chainloom.web.keys import JOB_COMMANDS, JOB_QUERIES
 from chainloom.web.middleware import command_context
@@ -123,17 +123,8 @@ class JobsQuery(BaseModel):
 
 def _page(request: web.Request) -> tuple[int, int]:
     """(before_ns, limit) of a listing's query string."""
-    before = NS_MAX
-    if cursor := request.query.get("cursor", ""):
-        try:
-            before = clamp_ns(parse_ns(cursor))
-        except ValueError as error:
-            raise BadRequest(f"invalid cursor parameter: {error}", param="cursor") from None
-    limit = MAX_ROWS
-    text = request.query.get("limit", "")
-    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_ROWS:
-        limit = int(text)
-    return before, limit
+    page = Page.lenient(request.query.get("limit"), request.query.get("cursor"))
+    return page.before_ns, page.limit
 
 
 # -- listings ------------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from pydantic.config import JsonDict
 
 from chainloom.commands.indexing import IndexRequest
 from chainloom.domain.errors import BadRequest
-from chainloom.infra.timefmt import NS_MAX, clamp_ns, parse_ns
 from chainloom.queries.pagination import MAX_LIMIT, Page
 from chainloom.queries.search import DEFAULT_TOPK, MAX_TOPK, SearchRequest
 from chainloom.web.bodies import json_response, with_body
@@ -196,14 +195,6 @@ async def list_keywords(request: web.Request) -> web.Response:
     """Lists all extracted keywords from indexed content: one comma-separated text per chunk, newest first.
 
     At most `limit` (1000 by default and at most), of chunks indexed before `cursor`; a bad cursor is 400."""
-    before = NS_MAX
-    if cursor := request.query.get("cursor", ""):
-        try:
-            before = clamp_ns(parse_ns(cursor))
-        except ValueError as error:
-            raise BadRequest(f"invalid cursor parameter: {error}", param="cursor") from None
-    limit = MAX_LIMIT
-    text = request.query.get("limit", "")
-    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT:
-        limit = int(text)
-    return json_response(await request.app[SEARCH_QUERIES].keywords(Page(limit, before)))
+    return json_response(
+        await request.app[SEARCH_QUERIES].keywords(Page.lenient(request.query.get("limit"), request.query.get("cursor")))
+    )

@@ -80,7 +80,8 @@ async def _chat_backend(client, fake: FakeOllama, *, default_chat_model: str = "
     for _ in range(300):
         status, states = await call(client, "GET", "/state")
         state = next((s for s in states if s["id"] == backend["id"]), {})
-        if state and not state.get("error") and wanted <= {p["name"] for p in state["pulledModels"]}:
+        # Held and known to chat (the default chat model's capabilities come with the seeded catalog).
+        if state and not state.get("error") and wanted <= {p["name"] for p in state["pulledModels"] if p.get("canChat")}:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"/state never showed the fake holding {wanted}: {state}")
