@@ -17,8 +17,10 @@ in-process server, or pin the clock with freezegun), and those that use neither
 ``client`` nor ``service_for`` (they start no service, or a ``chainloom serve``
 of their own, and run alike in-process). Everything else runs unchanged.
 With ``CHAINLOOM_TEST_WORKERS_VARIANTS=first``, a test parametrized over inputs
-runs its first variant only (on each store). ``scripts/test`` runs the API suite
-a second time so (``CHAINLOOM_TEST_WORKERS=2``, first variants).
+runs its first variant only (on each store); with ``one-store``, its first variant
+on one store, chosen by a stable hash of the test's name (half the scenarios run
+on each store). ``scripts/test`` runs the API suite a second time so
+(``CHAINLOOM_TEST_WORKERS=2``, ``one-store``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import base64
 import itertools
 import os
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -58,9 +61,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not SERVICE_WORKERS:
         return
-    if SERVICE_VARIANTS not in ("all", "first"):
-        raise pytest.UsageError(f"CHAINLOOM_TEST_WORKERS_VARIANTS is 'all' or 'first', not {SERVICE_VARIANTS!r}")
+    if SERVICE_VARIANTS not in ("all", "first", "one-store"):
+        raise pytest.UsageError(
+            f"CHAINLOOM_TEST_WORKERS_VARIANTS is 'all', 'first' or 'one-store', not {SERVICE_VARIANTS!r}"
+        )
     kept: set[tuple[str, str]] = set()  # (test function, store) of which a variant runs
+    stores_of = _StoreChoice()
     deselected: list[pytest.Item] = []
     for item in items:
         marker = item.get_closest_marker("in_process")
@@ -74,10 +80,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 " its own): it runs alike in the in-process run"
             )
         else:
-            if SERVICE_VARIANTS == "first":
+            if SERVICE_VARIANTS != "all":
                 callspec = getattr(item, "callspec", None)
-                function = (item.nodeid.split("[")[0], callspec.params.get("store_kind", "") if callspec else "")
-                if function in kept:
+                store = callspec.params.get("store_kind", "") if callspec else ""
+                function = (item.nodeid.split("[")[0], store)
+                if function in kept or (SERVICE_VARIANTS == "one-store" and store != stores_of.chosen(item, items)):
                     deselected.append(item)
                 kept.add(function)
             continue
@@ -86,6 +93,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=deselected)
         dropped = set(deselected)
         items[:] = [item for item in items if item not in dropped]
+
+
+class _StoreChoice:
+    """``one-store``: the store a test function runs on — one of those it is parametrized over, chosen by a
+    stable hash of its name, so that the suite's scenarios are spread over both stores."""
+
+    def __init__(self) -> None:
+        self._stores: dict[str, list[str]] | None = None
+
+    def chosen(self, item: pytest.Item, items: list[pytest.Item]) -> str:
+        if self._stores is None:
+            self._stores = {}
+            for other in items:
+                callspec = getattr(other, "callspec", None)
+                store = callspec.params.get("store_kind", "") if callspec else ""
+                stores = self._stores.setdefault(other.nodeid.split("[")[0], [])
+                if store not in stores:
+                    stores.append(store)
+        stores = sorted(self._stores[item.nodeid.split("[")[0]])
+        return stores[zlib.crc32(item.nodeid.split("[")[0].encode()) % len(stores)]
 
 
 def reset_postgres(url: str) -> None:

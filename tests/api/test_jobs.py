@@ -55,10 +55,10 @@ async def enqueue(client: Any, settings: Settings, *content_types: str, operatio
             log.close()
 
     position = await asyncio.to_thread(save)
-    server = getattr(client, "server", None)
-    if server is not None:  # in this process: have the read models look now
-        server.app[PROJECTIONS].poke()
-        await server.app[PROJECTIONS].wait_for(position, 10.0)
+    app = getattr(getattr(client, "server", None), "app", None)  # None: the service runs in worker processes
+    if app is not None:  # in this process: have the read models look now
+        app[PROJECTIONS].poke()
+        await app[PROJECTIONS].wait_for(position, 10.0)
     else:
         await eventually(lambda: listed_ids(client, "pending"), {job.key for job in jobs}.issubset, "the jobs listed")
     return jobs
@@ -228,6 +228,7 @@ def job_rows(settings: Settings) -> list[dict]:
         factory.close()
 
 
+@pytest.mark.in_process(reason="counts the in-process reaper's cycles")
 @pytest.mark.parametrize("settings", [{"lease_reap_interval": 0.05}], indirect=True)
 async def test_the_reaper_puts_back_a_lease_that_ran_out_and_never_a_zero_length_one(client, settings):
     short, zero = await enqueue(client, settings, TEXT, TEXT)
