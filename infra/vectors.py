@@ -23,11 +23,14 @@ projection batch: after ``OPTIMIZE_EVERY_WRITES`` commits to a table, or
 ``OPTIMIZE_EVERY_ROWS`` rows written, it is compacted (every commit adds a small
 file and deletion file; the search reads them all) and old versions older than
 ``KEEP_VERSIONS_FOR`` are pruned (a reader in another process may still be on
-one). Once a table holds ``INDEX_MIN_ROWS`` rows, it gets an IVF-flat index
-(exact distances inside the probed partitions: at 100 000 rows of 768
-dimensions an exhaustive search takes about 175 ms, with the index about 4 ms);
-``optimize`` then folds later rows into it, and rows not yet in it are searched
-exhaustively, so nothing written is missed.
+one). Once a table holds ``INDEX_MIN_ROWS`` rows, it gets an IVF-flat index of
+about sqrt(rows) partitions, of which a search probes ``PROBES`` (exact distances
+inside them; approximate overall: a near chunk in an unprobed partition is
+missed). ``optimize`` folds later rows into it, rows not yet in it are searched
+exhaustively, and once the table has grown ``REINDEX_GROWTH`` times since the
+index was trained it is trained again. At 100 000 rows of 768 dimensions on two
+cores an exhaustive search takes about 175 ms, 12 probes of ~316 about 10 ms
+(bench/bench_documents.py).
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ OPTIMIZE_EVERY_ROWS = 20_000
 INDEX_MIN_ROWS = 25_000
 # Versions older than this are pruned when a table is optimized (readers elsewhere may still read one).
 KEEP_VERSIONS_FOR = timedelta(minutes=10)
+# An index is trained again once its table has grown this many times over since it was last trained.
+REINDEX_GROWTH = 2
 # Partitions probed per search when a table has an index (of about sqrt(rows)).
-PROBES = 24
+PROBES = 12
 _TABLE = re.compile(r"^(?P<generation>[A-Za-z0-9]+)_d(?P<dims>[0-9]+)$")
 _IN_LIST = 500  # ids per IN (…) of a delete
 
@@ -108,6 +113,7 @@ class VectorStore:
         self._tables: dict[str, Any] = {}
         self._written: dict[str, tuple[int, int]] = {}  # table → (commits, rows) since it was last optimized
         self._due: set[str] = set()
+        self._trained_for: dict[str, int] = {}  # table → rows its index's partitions were chosen for
         self._worker: threading.Thread | None = None
 
     # -- connection and tables ---------------------------------------------------------
@@ -302,11 +308,22 @@ class VectorStore:
         if table is None:
             return
         table.optimize(cleanup_older_than=KEEP_VERSIONS_FOR)
-        if not list(table.list_indices()) and table.count_rows() >= INDEX_MIN_ROWS:
-            from lancedb.index import IvfFlat
+        rows = table.count_rows()
+        indexed = bool(list(table.list_indices()))
+        if indexed:
+            # Partitions were chosen for the rows of the time (about their square root): once the table has
+            # grown past REINDEX_GROWTH times that, each probed partition holds too many rows: train it again.
+            trained_for = self._trained_for.setdefault(name, rows)
+            if rows < REINDEX_GROWTH * trained_for:
+                return
+        elif rows < INDEX_MIN_ROWS:
+            return
+        from lancedb.index import IvfFlat
 
-            logger.info("vector table %s: building its IVF index", name)
-            table.create_index("vector", config=IvfFlat(distance_type="l2"))
+        partitions = max(1, round(math.sqrt(rows)))
+        logger.info("vector table %s: building its IVF index (%d rows, %d partitions)", name, rows, partitions)
+        table.create_index("vector", config=IvfFlat(distance_type="l2", num_partitions=partitions), replace=True)
+        self._trained_for[name] = rows
 
     def wait_for_maintenance(self, timeout: float | None = None) -> None:
         """Return once no background maintenance runs (benchmarks, tests)."""

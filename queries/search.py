@@ -163,8 +163,11 @@ class SearchQueries(RememberedQueries):
         hits: list[Hit] = []
         if generation is not None:
             k = min(request.topk * OVERFETCH, MAX_TOPK * OVERFETCH)
-            for vector in vectors:
-                hits += await self._run_blocking(self._vectors.search, generation, vector, k, request.max_distance)
+            # The query and its rewrite are looked up side by side (each in a thread of the pool).
+            for found in await asyncio.gather(
+                *(self._run_blocking(self._vectors.search, generation, vector, k, request.max_distance) for vector in vectors)
+            ):
+                hits += found
         split["vectors"] = time.perf_counter() - started
         started = time.perf_counter()
         results = await self._results(hits, request)
