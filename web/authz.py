@@ -124,6 +124,11 @@ _LEVELS = {
 }
 
 
+def service_names() -> list[str]:
+    """Every service a route's requirement names (``GET /system/services``)."""
+    return list(dict.fromkeys(_SERVICE_OF_AREA.values()))
+
+
 def requirement_of(method: str, path: str) -> Requirement | None:
     """What the route ``method path`` (its root path, as the router has it: ``/groups/{id}``) needs;
     None for a route this table does not know (served as ``ADMIN_ONLY``: add it here)."""

@@ -224,6 +224,31 @@ async def version(request: web.Request) -> web.Response:
     )
 
 
+# The services the older platform's clients look for (its own, and the runtime's it proxied), whether this
+# service guards a route with them or not (platform notes §13), then the ones its routes are guarded by.
+REFERENCE_SERVICES = (
+    "chatservice", "accessservice", "userservice", "fileservice", "indexservice", "dispatchservice", "chainservice",
+    "activityservice", "githubservice", "botservice", "telegramservice", "modelservice", "downloadservice",
+    "backendservice",
+)  # fmt: skip
+# The resource types of access entries with a meaning (platform notes §2.4).
+RESOURCE_TYPES = ("system", "files", "blobs", "chunks")
+
+
+@routes.get("/system/services")
+@responds(200, list[str])
+async def system_services(request: web.Request) -> web.Response:
+    """Lists the names of the services permissions are granted on (public)."""
+    return json_response(list(dict.fromkeys((*REFERENCE_SERVICES, *authz.service_names()))))
+
+
+@routes.get("/system/resources")
+@responds(200, list[str])
+async def system_resources(request: web.Request) -> web.Response:
+    """Lists the resource types of access entries with a meaning: system, files, blobs, chunks (public)."""
+    return json_response(list(RESOURCE_TYPES))
+
+
 @routes.get("/openapi.json")
 @responds(200, dict[str, Any])
 async def openapi(request: web.Request) -> web.Response:

@@ -47,3 +47,13 @@ async def test_a_fault_recorded_by_another_process_makes_health_degraded_and_rea
         assert await ready_status(client) == (200, "ready")
     finally:
         factory.close()
+
+
+async def test_system_lists_the_services_and_resource_types_permissions_name(client):
+    status, services = await call(client, "GET", "/system/services")
+    assert status == 200 and len(services) == len(set(services))
+    required = {"chatservice", "fileservice", "telegramservice", "activityservice", "modelservice", "downloadservice",
+                "backendservice"}  # fmt: skip
+    guarding = {"eventservice", "functionservice", "dispatchservice", "indexservice", "userservice", "accessservice"}
+    assert required | guarding <= set(services)
+    assert await call(client, "GET", "/api/system/resources") == (200, ["system", "files", "blobs", "chunks"])
