@@ -7,6 +7,9 @@
 Each ``tools`` or ``call`` fetches the hook's schema (``<endpointUrl>/openapi.json``) anew, as the
 reference does: a changed service is seen at once, at the cost of one more request per call. The whole
 of it — fetch and call — runs under the hook's ``timeoutMs``.
+
+A name the built-in hooks (``commands.local_hooks.LocalHooks``) hold is served by them, in this process,
+before any remote hook of that name.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any, Protocol
 import aiohttp
 
 from chainloom.commands.base import Aggregates, CommandContext, CommandRunner, Decision
-from chainloom.domain.errors import NotFound
+from chainloom.commands.local_hooks import LocalHooks
+from chainloom.domain.errors import DomainError, NotFound, Unprocessable
 from chainloom.domain.hook_openapi import answer_value, build_request, find_operation, tool_list
 from chainloom.domain.hooks import HookFailed, HookNotUsable, HookSpec, RemoteHook, execution_failed
 from chainloom.domain.uniqueness import HOOK_NAME, ensure_free
@@ -88,13 +92,23 @@ class HookRunner:
     cause alone as the message (the engine words it ``failed to get tools for hook <name>: <cause>``).
     """
 
-    def __init__(self, hooks: HookRecords, http: HookHttp) -> None:
+    def __init__(self, hooks: HookRecords, http: HookHttp, local: LocalHooks | None = None) -> None:
         self._hooks = hooks
         self._http = http
+        self.local = local if local is not None else LocalHooks()
 
     async def call(self, hook_name: str, tool_name: str, args: Mapping[str, Any]) -> tuple[Any, str]:
         """Call the operation ``tool_name`` of hook ``hook_name`` with ``args``, the whole argument map
-        (a hook task puts its input under ``input``); (value, type) with type ``json``, ``string`` or ``any``."""
+        (a hook task puts its input under ``input``); (value, type) with type ``json``, ``string`` or ``any``
+        — or any type name a built-in hook answers (``chat_history``)."""
+        local = self.local.get(hook_name)
+        if local is not None:
+            try:
+                return await local.call(tool_name, args)
+            except HookFailed as error:
+                raise execution_failed(hook_name, error.cause, usable=not isinstance(error, HookNotUsable)) from None
+            except DomainError as error:
+                raise execution_failed(hook_name, error.message, usable=not isinstance(error, Unprocessable)) from None
         try:
             spec = await self._spec(hook_name)
         except HookFailed as error:
@@ -121,6 +135,9 @@ class HookRunner:
 
     async def tools(self, hook_name: str) -> list[Json]:
         """The tools hook ``hook_name`` offers (OpenAI function tools; names not prefixed)."""
+        local = self.local.get(hook_name)
+        if local is not None:
+            return local.tools()
         spec = await self._spec(hook_name)
         try:
             async with asyncio.timeout(spec.timeout_ms / 1000):

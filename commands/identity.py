@@ -264,6 +264,24 @@ class IdentityCommands:
 
         await self._sign_ins.run(decide, ctx)
 
+    async def ensure_user(self, user_id: str, profile: Profile, ctx: CommandContext) -> bool:
+        """Make the user ``user_id`` exist — without a password or entries — unless it does (the Telegram users
+        a bot meets: ``projections.telegram_bots``); True when it was created now."""
+        profile.validate()
+
+        def decide(log: Aggregates) -> Decision[bool]:
+            user = log.get(User, user_id)
+            if user is not None and not user.deleted:
+                return Decision(False, [])
+            if user is None:
+                user = User.register(user_id, profile)
+            else:
+                user.recreate(profile)
+            _email_free(log, profile.email, user_id)
+            return Decision(True, [user])
+
+        return await self._runner.run(decide, ctx)
+
     # -- start-up ----------------------------------------------------------------------
 
     async def seed_worker(self, account: WorkerAccount) -> None:

@@ -6,7 +6,8 @@ attempts (each under ``timeout``, each captured in the state), composes, and fol
 (``on_failure`` when every attempt failed). LLM handlers go through ``ExecutionService`` (routing and
 fail-over over the listed models — the reference picks one at random and never retries); hooks through
 the ``HookRunner`` (``commands.hooks``). A run stops after ``step_limit`` task visits
-(``CHAINLOOM_TASK_STEP_LIMIT``, default 1000) with the state captured so far.
+(``CHAINLOOM_TASK_STEP_LIMIT``, default 1000) with the state captured so far. A step whose transition
+took a branch marked ``alert_on_match`` carries the message as ``alert`` (the activity read model's alerts).
 
 Token counts are an estimate — there is no tokenizer dependency: ``ceil(utf-8 bytes / 4)``, so any
 non-empty text counts at least 1 (OpenAI clients check that usage is positive).
@@ -36,13 +37,13 @@ from typing import Any, Protocol
 from chainloom.commands.base import Aggregates, CommandContext, CommandRunner, Decision
 from chainloom.domain.errors import BadRequest, DomainError, Unavailable, Unprocessable, UpstreamRefused
 from chainloom.domain.task_runs import TaskRun
-from chainloom.domain.taskchains import ChainDefinition, TaskDefinition, parse_duration
+from chainloom.domain.taskchains import Branch, ChainDefinition, TaskDefinition, parse_duration
 from chainloom.domain.taskengine import ChainFailed, TaskError
 from chainloom.domain.taskengine.compose import compose as compose_values
 from chainloom.domain.taskengine.parsing import number_reply, parse_key_value, parse_number, parse_range, parse_transition
 from chainloom.domain.taskengine.state import CapturedStateUnit, debug_text, go_json
 from chainloom.domain.taskengine.templates import TemplateError, render
-from chainloom.domain.taskengine.transitions import ends, next_task
+from chainloom.domain.taskengine.transitions import ends, matches, next_task
 from chainloom.infra.logwriter import without_fence
 from chainloom.domain.taskengine.values import (
     ANY,
@@ -474,6 +475,9 @@ class _Run:
             goto = next_task(task.transition.branches, transition)
         except TaskError as error:
             raise ChainFailed(f"task {tid}: transition error: {error}") from None
+        alert = _alert_of(task.transition.branches, transition)
+        if alert:
+            self.state[-1]["alert"] = alert  # the step just captured (recorded with the next flush)
         return output, output_type, goto
 
     def _compose(self, task: TaskDefinition, output: Any, output_type: str) -> tuple[Any, str]:
@@ -709,6 +713,17 @@ class _Run:
                 raise _Failed(f"output template error: {error}", None, ANY, "failed") from None
             return text, STRING, text
         return result, (kind if result is not None else ANY), "ok"
+
+
+def _alert_of(branches: Sequence[Branch] | None, response: str) -> str:
+    """The ``alert_on_match`` of the branch ``next_task`` took for ``response`` ("" when it has none): the
+    first non-default branch that matches, else the default one."""
+    if not branches or not any(branch.alert_on_match for branch in branches):
+        return ""
+    for branch in branches:
+        if branch.operator != "default" and matches(branch.operator, response, branch.when):
+            return branch.alert_on_match
+    return next((branch.alert_on_match for branch in branches if branch.operator == "default"), "")
 
 
 def _go_decoded(value: Any) -> Any:

@@ -11,6 +11,10 @@ form: a few keys always, every other one only when non-empty (notes §1.2).
 ``validate`` goes beyond the reference (which stores anything with an id and a task): it refuses
 what would only fail at run time — unknown handlers, dangling transitions, missing handler
 fields, bad timeouts, unreachable tasks — each as a 422 naming the task and the field.
+
+Beyond the reference, a transition branch may carry ``alert_on_match`` (a message): a run that takes
+the branch records the message with its step, and the activity read model turns it into an alert
+(``GET /activity/alerts``).
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ class Branch:
     operator: str = ""
     when: str = ""
     goto: str = ""
+    # Beyond the reference: when a run takes this branch, the step records this message as an alert
+    # (``GET /activity/alerts``); empty: no alert (and not written).
+    alert_on_match: str = ""
 
 
 @dataclass(frozen=True)
@@ -287,6 +294,8 @@ def _branch_json(branch: Branch) -> dict[str, Any]:
         out["operator"] = branch.operator
     out["when"] = branch.when
     out["goto"] = branch.goto
+    if branch.alert_on_match:
+        out["alert_on_match"] = branch.alert_on_match
     return out
 
 
@@ -383,7 +392,9 @@ _EXPECTED = {
 # (json key, kind, nested fields for struct kinds)
 _Fields = tuple[tuple[str, str, Any], ...]
 
-_BRANCH_FIELDS: _Fields = (("operator", "str", None), ("when", "str", None), ("goto", "str", None))
+_BRANCH_FIELDS: _Fields = (
+    ("operator", "str", None), ("when", "str", None), ("goto", "str", None), ("alert_on_match", "str", None),
+)
 _TRANSITION_FIELDS: _Fields = (("on_failure", "str", None), ("branches", "structlist", _BRANCH_FIELDS))
 _COMPOSE_FIELDS: _Fields = (("with_var", "str", None), ("strategy", "str", None))
 _HOOK_FIELDS: _Fields = (("name", "str", None), ("tool_name", "str", None), ("args", "map_str", None))
@@ -591,7 +602,10 @@ def _build_task(values: Mapping[str, Any]) -> TaskDefinition:
             branches=None
             if branches is None
             else tuple(
-                Branch(operator=b.get("operator", ""), when=b.get("when", ""), goto=b.get("goto", ""))
+                Branch(
+                    operator=b.get("operator", ""), when=b.get("when", ""), goto=b.get("goto", ""),
+                    alert_on_match=b.get("alert_on_match", ""),
+                )
                 for b in branches
             ),
         ),

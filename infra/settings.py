@@ -176,6 +176,15 @@ class Settings(BaseSettings):
     job_max_failures: int = Field(5, ge=1, validation_alias=_env("JOB_MAX_FAILURES"))
     lease_reaper: bool = Field(True, validation_alias=_env("LEASE_REAPER"))
     lease_reap_interval: float = Field(1.0, gt=0, validation_alias=_env("LEASE_REAP_INTERVAL"))
+    # Activity (projections/activity.py, web/activity_record.py): the newest activity events kept (each of: what
+    # requests did on the log, the reads and failures recorded beside it, and the alerts).
+    activity_retention: int = Field(10_000, ge=1, validation_alias=_env("ACTIVITY_RETENTION"))
+    # Telegram frontends (projections/telegram_bots.py): the Bot API's base URL; seconds between two polls of
+    # every frontend (and between the message worker's looks for jobs, which the poller of its process also
+    # wakes); whether this process takes part in the bot runtime (one process of those that do polls, one answers).
+    telegram_api_base: str = Field("https://api.telegram.org", validation_alias=_env("TELEGRAM_API_BASE"))
+    telegram_poll_interval: float = Field(3.0, gt=0, validation_alias=_env("TELEGRAM_POLL_INTERVAL"))
+    telegram_bots: bool = Field(True, validation_alias=_env("TELEGRAM_BOTS"))
 
     @property
     def blob_directory(self) -> Path:

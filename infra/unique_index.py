@@ -26,10 +26,11 @@ from chainloom.domain.groups import AffinityGroup
 from chainloom.domain.hooks import RemoteHook
 from chainloom.domain.identity import User
 from chainloom.domain.models import Model
+from chainloom.domain.telegram import TelegramFrontend
 from chainloom.infra.readstore import SqlCursor
 
 # The aggregates that hold unique values (a unit test checks that none is missing).
-HOLDERS: tuple[type[Aggregate], ...] = (Backend, Model, AffinityGroup, RemoteHook, User, File, Folder)
+HOLDERS: tuple[type[Aggregate], ...] = (Backend, Model, AffinityGroup, RemoteHook, User, File, Folder, TelegramFrontend)
 
 TABLE = "unique_values"
 _SCHEMA = (

@@ -215,7 +215,7 @@ class ProjectorWorker:
         group = settings.kafka_projector_group
         with open_resources(settings, log=False) as resources:
             store = resources.store
-            projectors = all_projectors(VectorStore(settings.vector_directory))
+            projectors = all_projectors(VectorStore(settings.vector_directory), settings.activity_retention)
             names = [p.name for p in projectors]
             consumer = resources.closing(
                 KafkaConsumer(

@@ -22,6 +22,7 @@ from chainloom.infra.bootstrap import open_resources
 from chainloom.infra.readstore import ReadStore
 from chainloom.infra.settings import Settings
 from chainloom.infra.vectors import VectorStore
+from chainloom.projections.activity import DEFAULT_RETENTION
 from chainloom.projections.base import Projector, create_tables
 from chainloom.projections.registry import all_projectors
 from chainloom.projections.runner import ProjectionRunner
@@ -35,13 +36,15 @@ def projector_names() -> list[str]:
     return [p.name for p in all_projectors()]
 
 
-def chosen_projectors(names: Sequence[str] | None, vectors: VectorStore | None = None) -> list[Projector]:
+def chosen_projectors(
+    names: Sequence[str] | None, vectors: VectorStore | None = None, activity_retention: int = DEFAULT_RETENTION
+) -> list[Projector]:
     """The named projectors (all when None or empty); ``ValueError`` naming the unknown ones."""
     wanted = list(names or projector_names())
     unknown = sorted(set(wanted) - set(projector_names()))
     if unknown:
         raise ValueError(f"unknown projection(s): {', '.join(unknown)}; known: {', '.join(projector_names())}")
-    return [p for p in all_projectors(vectors) if p.name in wanted]
+    return [p for p in all_projectors(vectors, activity_retention) if p.name in wanted]
 
 
 def rebuild(
@@ -54,7 +57,7 @@ def rebuild(
     Raises ``projections.runner.ProjectionFailed`` (or the store's error) when the rebuild fails; the live
     read models are then untouched."""
     vectors = VectorStore(settings.vector_directory)
-    live = chosen_projectors(names, vectors)
+    live = chosen_projectors(names, vectors, settings.activity_retention)
     with open_resources(settings) as resources:
         position = rebuild_aside(resources.log, resources.store, live, progress)
     vectors.wait_for_maintenance()  # the rebuilt vectors compacted (and indexed) before the process ends

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -65,9 +66,16 @@ class TaskChainQueries:
             )
             if not rows:
                 return None
-            try:
-                return ChainDefinition.from_json(json.loads(rows[0]["definition"]))
-            except (TypeError, ValueError, DomainError):
-                return None
+            return _decoded(rows[0]["definition"])
 
         return await self._cache.get(("taskchain-definition", chain_id), load)
+
+
+@lru_cache(maxsize=256)
+def _decoded(definition: str) -> ChainDefinition | None:
+    """A stored definition decoded once per text: the read cache forgets at every projected event, and a chain
+    is run (a chat turn) far more often than it changes. Definitions are immutable, so one may be shared."""
+    try:
+        return ChainDefinition.from_json(json.loads(definition))
+    except (TypeError, ValueError, DomainError):
+        return None

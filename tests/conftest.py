@@ -131,6 +131,9 @@ def store_kind(request) -> str:
     return request.param
 
 
+# Where the bots of Telegram frontends made by tests look for the Bot API, but for the fake's (tests/fakes/telegram.py):
+# a closed local port (refused at once), never the real Telegram.
+UNREACHABLE_TELEGRAM = "http://127.0.0.1:9"
 # A fixed key sealing webhook secrets in tests (PostgreSQL has no key file to fall back on).
 TEST_SECRETS_KEY = base64.b64encode(b"k" * 32).decode()
 
@@ -144,6 +147,7 @@ def keyed_settings(settings: Settings) -> Settings:
 def make_settings(store_kind: str, data_dir: Path, **overrides) -> Settings:
     database_url = POSTGRES_URL if store_kind == "postgres" else ""
     values = {"data_dir": data_dir, "database_url": database_url, "api_token": "", "projection_timeout": 10.0}
+    values["telegram_api_base"] = UNREACHABLE_TELEGRAM  # a bot a test makes never reaches the real Telegram
     values.update(overrides)
     return Settings(**values)
 

@@ -14,19 +14,24 @@ from aiohttp import web
 
 from chainloom.commands.base import CommandRunner
 from chainloom.commands.catalog import CatalogCommands, DefaultModel
+from chainloom.commands.chats import ChatCommands
 from chainloom.commands.downloads import DownloadCommands
 from chainloom.commands.eventsource import EventSourceCommands
 from chainloom.commands.execution import Defaults, ExecutionService
 from chainloom.commands.files import FileCommands
 from chainloom.commands.functions import FunctionCommands
+from chainloom.commands.chat_chains import ChatChainSeeder
 from chainloom.commands.hooks import HookCommands, HookRunner
+from chainloom.commands.local_hooks import ChatCommandsHook, Knowledge, KnowledgeSearch, LocalHooks
 from chainloom.commands.identity import IdentityCommands, WorkerAccount
 from chainloom.commands.indexing import IndexCommands
 from chainloom.commands.jobs import JobCommands
 from chainloom.commands.providers import ProviderCommands
 from chainloom.commands.runtime import RuntimeCommands
 from chainloom.commands.taskchains import TaskChainCommands
+from chainloom.commands.telegram import TelegramCommands
 from chainloom.commands.tasks import TaskEngine, TaskRunRecorder
+from chainloom.domain.chats import Chat
 from chainloom.domain.downloads import Download
 from chainloom.domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
 from chainloom.domain.jobs import Job
@@ -46,6 +51,7 @@ from chainloom.infra.sandbox import Limits, SandboxPool
 from chainloom.infra.secrets import SecretBox, SecretsUnavailable
 from chainloom.infra.settings import Settings
 from chainloom.infra.singleton import Throttled, singleton_lock
+from chainloom.infra.telegram import TelegramClient, TokenSealer
 from chainloom.infra.vectors import VectorStore
 from chainloom.infra.tokens import Tokens, token_secret
 from chainloom.projections.dispatch import NAME, ListenedTypes, TriggerDispatcher, TriggerWaits
@@ -57,10 +63,13 @@ from chainloom.projections.live import LiveLog
 from chainloom.projections.reconciler import Observer, Reconciler
 from chainloom.projections.registry import all_projectors
 from chainloom.projections.runner import ProjectionRunner
+from chainloom.projections.telegram_bots import Chats, TelegramPoller, TelegramWorker
 from chainloom.projections.tracked import TrackedProjections
 from chainloom.projections.waits import ReadModels
+from chainloom.queries.activity import ActivityQueries
 from chainloom.queries.cache import ReadCache
 from chainloom.queries.catalog import CatalogMemberships, CatalogQueries
+from chainloom.queries.chats import ChatQueries
 from chainloom.queries.downloads import DownloadQueries, DownloadQueue
 from chainloom.queries.eventsource import EventIndex, EventSourceQueries
 from chainloom.queries.files import FileQueries
@@ -73,22 +82,32 @@ from chainloom.queries.runtime import RuntimeQueries
 from chainloom.queries.search import SearchQueries
 from chainloom.queries.task_runs import TaskRunQueries
 from chainloom.queries.taskchains import TaskChainQueries
+from chainloom.queries.telegram import BotFrontends, TelegramQueries
+from chainloom.web import chats as chat_routes
 from chainloom.web import catalog, downloads, eventsource, execution, idempotency, providers, runtime, system
 from chainloom.web import functions as function_routes
 from chainloom.web import hooks as hook_routes
 from chainloom.web import taskchains as taskchain_routes
+from chainloom.web import chains as chain_routes
 from chainloom.web import tasks as task_routes
 from chainloom.web import openai_chat
 from chainloom.web import identity as identity_routes
 from chainloom.web import files as file_routes
 from chainloom.web import jobs as job_routes
 from chainloom.web import search as search_routes
+from chainloom.web import activity as activity_routes
+from chainloom.web.activity_record import ActivityRecorder, activity_record_middleware, ensure_records_table
+from chainloom.web import telegram as telegram_routes
 from chainloom.web import authz
 from chainloom.web.api_surface import serve_under_api
 from chainloom.web.errors import error_middleware
 from chainloom.web.keys import (
+    ACTIVITY_QUERIES,
+    ACTIVITY_RECORDER,
     BLOBS,
     CATALOG_COMMANDS,
+    CHAT_COMMANDS,
+    CHAT_QUERIES,
     CATALOG_QUERIES,
     DOWNLOAD_COMMANDS,
     DOWNLOAD_JOB,
@@ -126,6 +145,10 @@ from chainloom.web.keys import (
     TASKCHAIN_QUERIES,
     TASK_ENGINE,
     TASK_RUN_QUERIES,
+    TELEGRAM_COMMANDS,
+    TELEGRAM_POLLER,
+    TELEGRAM_QUERIES,
+    TELEGRAM_WORKER,
     TOKENS,
     TRIGGER_DISPATCHER,
     TRIGGER_SYNC,
@@ -148,7 +171,11 @@ LOCK_RETRY = 0.5
 def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Application:
     """The service; ``siblings`` when it is one of several worker processes (``web/workers.py``)."""
     # Who may ask (security on: tokens and permissions; off: the optional API key) before anything reads the request.
-    middlewares = [request_id_middleware, error_middleware, *authz.access_middlewares(settings), url_values_middleware]
+    # Reads and failures of the areas activity tracks are recorded inside the error envelope (which it sees raised).
+    middlewares = [
+        request_id_middleware, error_middleware, activity_record_middleware, *authz.access_middlewares(settings),
+        url_values_middleware,
+    ]  # fmt: skip
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     authz.setup(app)  # a token refreshed on the way goes out as the request's cookie
     idempotency.setup(app)  # Idempotency-Key on POST and PUT (the innermost middleware)
@@ -165,13 +192,17 @@ def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Appl
     app.add_routes(downloads.routes)
     app.add_routes(hook_routes.routes)
     app.add_routes(taskchain_routes.routes)
+    app.add_routes(chain_routes.routes)
     app.add_routes(task_routes.routes)
     app.add_routes(function_routes.routes)
     app.add_routes(openai_chat.routes)
+    app.add_routes(chat_routes.routes)
     app.add_routes(identity_routes.routes)
     app.add_routes(file_routes.routes)
     app.add_routes(job_routes.routes)
     app.add_routes(search_routes.routes)
+    app.add_routes(activity_routes.routes)
+    app.add_routes(telegram_routes.routes)
     app[EVENT_HUB] = EventHub(settings.sse_queue_size)
     app.on_shutdown.append(_end_streams)
     app.on_shutdown.append(downloads.end_streams)
@@ -325,7 +356,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[TOKENS] = Tokens(_token_secret(settings, resources.secrets), settings.jwt_lifetime, clock=lambda: time.time())
         hook_http = HookHttp(settings.hooks_allow_private_links, settings.provider_connect_timeout)
         stack.push_async_callback(hook_http.close)
-        app[HOOK_RUNNER] = HookRunner(app[HOOK_QUERIES], hook_http)
+        # Built-in hooks (the chat chains' commands and knowledge search) come before remote ones of a name;
+        # the knowledge search is added with the documents below.
+        local_hooks = LocalHooks()
+        app[HOOK_RUNNER] = HookRunner(app[HOOK_QUERIES], hook_http, local_hooks)
         app[LOG_HEAD] = lambda: pool.run(log.head)
         # Seed the default groups in the background: stored on the log at once (idempotently), then shown
         # once the read models reach them — at once here when this process projects, whenever a projector
@@ -348,12 +382,23 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         )
         stack.push_async_callback(app[TASK_ENGINE].drain)  # its runs' records, before the writer closes
         app[TASK_RUN_QUERIES] = TaskRunQueries(store, pool.run)
+        # Chats: a chat's history is its events; a turn runs a stored chain through the engine, then is recorded.
+        app[CHAT_COMMANDS] = ChatCommands(
+            CommandRunner(writer, wait_on("chats")),
+            app[TASK_ENGINE],
+            app[TASKCHAIN_QUERIES],
+            lambda chat_id: log.get(Chat, chat_id),
+            pool.run,
+        )
+        app[CHAT_QUERIES] = ChatQueries(store, pool.run, cache)
         seeder = CatalogCommands(CommandRunner(writer, announce), CatalogMemberships(store), settings.embed_model)
         identity_seeder = identity_commands(CommandRunner(writer, announce), CommandRunner(writer, announce))
+        chain_seeder = ChatChainSeeder(CommandRunner(writer, announce))
 
         async def seed() -> None:
-            """The default groups, then the configured worker account (both idempotent)."""
+            """The default groups, the chat chains, then the configured worker account (each idempotent)."""
             await seeder.seed_internal_groups(default_models(settings), settings.tenancy)
+            await chain_seeder.seed()
             if settings.worker_account_configured:
                 await identity_seeder.seed_worker(
                     WorkerAccount(settings.worker_user_account_id, settings.worker_user_email, settings.worker_user_password)
@@ -461,6 +506,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         if settings.lease_reaper:
             app[LEASE_REAPER].start()
             stack.push_async_callback(app[LEASE_REAPER].stop)
+        await _telegram(app, stack, settings, writer, store, pool, cache, resources.secrets, wait_on)
         # Index and search: chunks, keywords and embeddings on the log; the vectors a read model in lancedb.
         app[INDEX_COMMANDS] = IndexCommands(
             CommandRunner(writer, wait_on("vectors", "jobs")),
@@ -472,6 +518,21 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[SEARCH_QUERIES] = SearchQueries(
             store, pool.run, VectorStore(settings.vector_directory, maintain=False), app[EXECUTION], app[FILE_QUERIES], cache
         )
+        knowledge = Knowledge(app[SEARCH_QUERIES], app[FILE_QUERIES], blobs, pool.run)
+        local_hooks.add(ChatCommandsHook(knowledge))
+        local_hooks.add(KnowledgeSearch(knowledge))
+        # Activity: what requests did on the log (a read model), and the reads and failures this process records
+        # beside it (web/activity_record.py); the activity routes wait for both.
+        await pool.run(ensure_records_table, store, settings.read_store_env())
+        recorder = ActivityRecorder(store, pool.run, settings.activity_retention)
+        app[ACTIVITY_RECORDER] = recorder
+        stack.push_async_callback(recorder.close)
+
+        async def activity_settled() -> None:
+            await recorder.flush()
+            await runner.wait_for(await pool.run(log.head), settings.projection_timeout, needs=("activity", "task_runs"))
+
+        app[ACTIVITY_QUERIES] = ActivityQueries(store, pool.run, activity_settled)
         await _trigger_dispatch(app, stack, settings, log, writer, runner, pool, siblings, [relay, live, runner], log_jobs)
         if isinstance(runner, ProjectionRunner):
             # This process (or a sibling worker) projects: the seeds show within moments, before the first answer.
@@ -543,6 +604,61 @@ async def _trigger_dispatch(
         stack.push_async_callback(dispatcher.stop)
 
 
+async def _telegram(
+    app: web.Application,
+    stack: AsyncExitStack,
+    settings: Settings,
+    writer: LogWriter,
+    store: ReadStore,
+    pool: BlockingPool,
+    cache: ReadCache,
+    secrets: SecretBox | None,
+    wait_on: Callable[..., Callable[[int | None], Awaitable[None]]],
+) -> None:
+    """Telegram frontends: configured through commands (tokens sealed); their bots polled by one process (the
+    "telegram-poller" lock) and their messages answered by one (the "telegram-worker" lock), through the job
+    queue, while CHAINLOOM_TELEGRAM_BOTS is on."""
+    sealer = TokenSealer(secrets)
+    app[TELEGRAM_COMMANDS] = TelegramCommands(
+        CommandRunner(writer, wait_on("telegram")), CommandRunner(writer, wait_on("telegram", "jobs")), sealer
+    )
+    app[TELEGRAM_QUERIES] = TelegramQueries(store, pool.run, cache)
+    if not settings.telegram_bots:
+        return
+    client = TelegramClient(settings.telegram_api_base)
+    stack.push_async_callback(client.close)
+    bots = BotFrontends(store, pool.run, sealer)
+
+    def chats() -> Chats:
+        return app[CHAT_COMMANDS]  # made beside the task engine
+
+    worker = TelegramWorker(
+        app[JOB_COMMANDS],
+        app[TELEGRAM_COMMANDS],
+        bots,
+        app[IDENTITY_COMMANDS],
+        chats,
+        client,
+        Throttled(singleton_lock(settings, "telegram-worker"), LOCK_RETRY),
+        pool.run,
+        interval=settings.telegram_poll_interval,
+    )
+    poller = TelegramPoller(
+        bots,
+        app[TELEGRAM_COMMANDS],
+        client,
+        Throttled(singleton_lock(settings, "telegram-poller"), LOCK_RETRY),
+        pool.run,
+        interval=settings.telegram_poll_interval,
+        enqueued=worker.poke,
+    )
+    app[TELEGRAM_WORKER], app[TELEGRAM_POLLER] = worker, poller
+    worker.start()
+    stack.push_async_callback(worker.stop)
+    poller.start()
+    stack.push_async_callback(poller.stop)
+
+
 def _token_secret(settings: Settings, secrets: SecretBox | None) -> bytes:
     """``CHAINLOOM_JWT_SECRET``, else derived from the secrets key. With neither (PostgreSQL without a secrets
     key) security cannot be on; off, tokens are still issued, signed with a key of this process alone."""
@@ -575,7 +691,8 @@ def _read_models(
         relay = f"kafka-relay:{settings.kafka_events_topic}" if settings.uses_postgres else None
         return TrackedProjections(store, all_projectors(), pool.run, relay=relay)
     if siblings is None:
-        return ProjectionRunner(log, store, all_projectors(VectorStore(settings.vector_directory)), pool.run)
+        projectors = all_projectors(VectorStore(settings.vector_directory), settings.activity_retention)
+        return ProjectionRunner(log, store, projectors, pool.run)
 
     def projected() -> None:
         siblings.version.bump()
@@ -585,7 +702,7 @@ def _read_models(
     return ProjectionRunner(
         log,
         store,
-        all_projectors(VectorStore(settings.vector_directory)),
+        all_projectors(VectorStore(settings.vector_directory), settings.activity_retention),
         pool.run,
         idle_poll=WORKER_POLL,
         lock=Throttled(singleton_lock(settings, "projections"), LOCK_RETRY),

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from chainloom.commands.catalog import CatalogCommands
+from chainloom.commands.chats import ChatCommands
 from chainloom.commands.downloads import DownloadCommands
 from chainloom.commands.eventsource import EventSourceCommands
 from chainloom.commands.execution import ExecutionService
@@ -19,6 +20,7 @@ from chainloom.commands.tasks import TaskEngine
 from chainloom.commands.hooks import HookCommands, HookRunner
 from chainloom.commands.providers import ProviderCommands
 from chainloom.commands.taskchains import TaskChainCommands
+from chainloom.commands.telegram import TelegramCommands
 from chainloom.infra.blobs import BlobStore
 from chainloom.infra.kafka_relay import RelayService
 from chainloom.infra.settings import Settings
@@ -27,8 +29,11 @@ from chainloom.projections.dispatch import TriggerDispatcher, TriggerWaits
 from chainloom.projections.downloads import DownloadJob, ProgressFeed
 from chainloom.projections.lease_reaper import LeaseReaper
 from chainloom.projections.reconciler import Reconciler
+from chainloom.projections.telegram_bots import TelegramPoller, TelegramWorker
 from chainloom.projections.waits import ReadModels
+from chainloom.queries.activity import ActivityQueries
 from chainloom.queries.catalog import CatalogQueries
+from chainloom.queries.chats import ChatQueries
 from chainloom.queries.downloads import DownloadQueries
 from chainloom.queries.eventsource import EventSourceQueries
 from chainloom.queries.files import FileQueries
@@ -41,6 +46,8 @@ from chainloom.queries.runtime import RuntimeQueries
 from chainloom.queries.search import SearchQueries
 from chainloom.queries.task_runs import TaskRunQueries
 from chainloom.queries.taskchains import TaskChainQueries
+from chainloom.queries.telegram import TelegramQueries
+from chainloom.web.activity_record import ACTIVITY_RECORDER  # noqa: F401 — this process's reads and failures
 from chainloom.web.sse import EventHub
 from chainloom.web.workers import Siblings
 
@@ -87,3 +94,10 @@ FILE_QUERIES = web.AppKey("file_queries", FileQueries)  # the tree with paths (a
 BLOBS = web.AppKey("blobs", BlobStore)  # uploaded content by sha256 (CHAINLOOM_BLOB_STORE)
 INDEX_COMMANDS = web.AppKey("index_commands", IndexCommands)  # POST /index: chunks enriched, embedded, recorded
 SEARCH_QUERIES = web.AppKey("search_queries", SearchQueries)  # /search and /keywords, on the vector read model
+TELEGRAM_COMMANDS = web.AppKey("telegram_commands", TelegramCommands)  # /telegram-frontends, and the bots' records
+TELEGRAM_QUERIES = web.AppKey("telegram_queries", TelegramQueries)  # frontends with their tokens masked
+TELEGRAM_POLLER = web.AppKey("telegram_poller", TelegramPoller)  # polls the bots while this process holds its lock
+TELEGRAM_WORKER = web.AppKey("telegram_worker", TelegramWorker)  # answers their messages while this process holds its lock
+ACTIVITY_QUERIES = web.AppKey("activity_queries", ActivityQueries)  # /activity/*: the log's activity and the records beside
+CHAT_COMMANDS = web.AppKey("chat_commands", ChatCommands)  # chat sessions and their turns (also the Telegram bots')
+CHAT_QUERIES = web.AppKey("chat_queries", ChatQueries)  # a caller's chats, a chat's history

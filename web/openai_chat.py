@@ -41,13 +41,12 @@ from chainloom.domain.errors import DomainError, NotFound, Unprocessable
 from chainloom.domain.taskchains import Branch, ChainDefinition, ExecuteConfig, TaskDefinition, Transition
 from chainloom.domain.taskengine import ChainFailed
 from chainloom.domain.taskengine.values import CHAT_HISTORY, OPENAI_CHAT, OPENAI_CHAT_RESPONSE
-from chainloom.infra.version import node_instance_id
 from chainloom.web.bodies import JsonInt, json_response, read_body
 from chainloom.web.errors import error_response, status_of
 from chainloom.web.keys import SETTINGS, TASK_ENGINE, TASKCHAIN_QUERIES
-from chainloom.web.middleware import NODE_HEADER, REQUEST_ID, REQUEST_ID_HEADER, command_context
+from chainloom.web.middleware import command_context
 from chainloom.web.openapi import fails, query, request_body, responds
-from chainloom.web.sse import SSE_HEADERS
+from chainloom.web.sse import open_stream
 
 logger = logging.getLogger(__name__)
 
@@ -402,14 +401,7 @@ class _ChunkStream:
 
     async def send(self, data: bytes) -> None:
         if self.response is None:
-            self.response = web.StreamResponse(
-                headers={
-                    **SSE_HEADERS,
-                    REQUEST_ID_HEADER: self.request.get(REQUEST_ID, ""),  # sent before the middleware would add them
-                    NODE_HEADER: node_instance_id(),
-                }
-            )
-            await self.response.prepare(self.request)
+            self.response = await open_stream(self.request)
         await self.response.write(data)
 
     async def piece(self, text: str) -> None:

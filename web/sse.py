@@ -34,6 +34,8 @@ from aiohttp import web
 
 from chainloom.domain.eventsource.events import INTERNAL_EVENT_SOURCE
 from chainloom.domain.uniqueness import BOOKKEEPING_AGGREGATE_TYPES
+from chainloom.infra.version import node_instance_id
+from chainloom.web.middleware import NODE_HEADER, REQUEST_ID, REQUEST_ID_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,16 @@ SSE_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "X-Accel-Buffering": "no",
 }
+
+
+async def open_stream(request: web.Request) -> web.StreamResponse:
+    """A Server-Sent Events answer, prepared (its headers sent) — with the request id and node the middleware
+    would add only after the handler returned."""
+    response = web.StreamResponse(
+        headers={**SSE_HEADERS, REQUEST_ID_HEADER: request.get(REQUEST_ID, ""), NODE_HEADER: node_instance_id()}
+    )
+    await response.prepare(request)
+    return response
 # How often an idle stream checks that its client is still there.
 _CHECK_INTERVAL = 1.0
 # Events read from the index per catch-up query (independent of the live buffer's size).

@@ -28,7 +28,17 @@ from chainloom.projections.waits import ProjectionFaulted, ReadModels, ReadModel
 from chainloom.web import authz
 from chainloom.web.bodies import json_response
 from chainloom.web.errors import error_response
-from chainloom.web.keys import DOWNLOAD_JOB, LEASE_REAPER, PROJECTIONS, RECONCILER, RELAY, SETTINGS, TRIGGER_DISPATCHER
+from chainloom.web.keys import (
+    DOWNLOAD_JOB,
+    LEASE_REAPER,
+    PROJECTIONS,
+    RECONCILER,
+    RELAY,
+    SETTINGS,
+    TELEGRAM_POLLER,
+    TELEGRAM_WORKER,
+    TRIGGER_DISPATCHER,
+)
 from chainloom.web.openapi import describe, fails, responds
 from chainloom.web.schemas import Ready, Version
 
@@ -191,6 +201,8 @@ def _holds(app: web.Application) -> list[str]:
         ("triggers", app.get(TRIGGER_DISPATCHER)),
         ("leases", app.get(LEASE_REAPER)),
         ("blobs", app.get(BLOB_SWEEPER)),
+        ("telegram-poller", app.get(TELEGRAM_POLLER)),
+        ("telegram-worker", app.get(TELEGRAM_WORKER)),
     )
     held = [name for name, job in (*jobs, ("kafka-relay", app.get(RELAY))) if job is not None and job.holding]
     return held

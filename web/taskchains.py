@@ -1,4 +1,4 @@
-"""Routes of stored task chains: /taskchains CRUD, and ``POST /chains`` (an alias of ``POST /taskchains``).
+"""Routes of stored task chains: /taskchains CRUD (``/chains``, on the same storage: ``web.chains``).
 
 Bodies are decoded by ``ChainDefinition.from_json`` with Go's rules (the reference's), not by pydantic:
 unknown keys are dropped, keys match case-insensitively, null leaves a value as it is. The pydantic
@@ -41,6 +41,9 @@ class BranchBody(_Doc):
     operator: Operator = Field(description="How the task's transition value is compared with `when`.")
     when: str | None = None
     goto: str | None = Field(None, description="A task id of the chain, or `end` / \"\" to finish.")
+    alert_on_match: str | None = Field(
+        None, description="Beyond the reference: a run taking this branch raises this alert (GET /activity/alerts)."
+    )
 
 
 class TransitionBody(_Doc):
@@ -109,6 +112,7 @@ class TaskChainBranch(BaseModel):
     operator: str | None = None
     when: str
     goto: str
+    alert_on_match: str | None = None
 
 
 class TaskChainTransition(BaseModel):
@@ -191,14 +195,6 @@ async def create_taskchain(request: web.Request) -> web.Response:
     Refused with 422 naming the task and field: an unknown handler, a transition to a task that does not
     exist, a field its handler requires, an unparsable timeout, a task no transition reaches.
     """
-    return await _store(request)
-
-
-@routes.post("/chains")
-@responds(201, TaskChain)
-@request_body(TaskChainBody)
-async def set_chain(request: web.Request) -> web.Response:
-    """Stores a task chain (the same as POST /taskchains)."""
     return await _store(request)
 
 

@@ -280,6 +280,8 @@ async def test_every_post_and_put_documents_the_key(client):
         ("/ui/login", "post"), ("/ui/register", "post"), ("/ui/logout", "post"), ("/ui/token_refresh", "post"),
         # Uploads stream to the blob store as they arrive: no body is held to fingerprint it.
         ("/files", "post"), ("/files/{id}", "put"),
+        # A Telegram frontend's body carries its bot token.
+        ("/telegram-frontends", "post"), ("/telegram-frontends/{id}", "put"),
     }  # fmt: skip
     keyed_operations = [(p, m, op) for p, m, op in operations if m in ("post", "put") and (p, m) not in unkeyed]
     assert keyed_operations

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import UNREACHABLE_TELEGRAM
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TOKEN = "schemathesis-token"
@@ -64,6 +66,7 @@ def serve(tmp_path: Path) -> Iterator:
             "CHAINLOOM_KAFKA_BOOTSTRAP": "",
             "CHAINLOOM_API_TOKEN": token,
             "CHAINLOOM_LOG_LEVEL": "WARNING",
+            "CHAINLOOM_TELEGRAM_API_BASE": UNREACHABLE_TELEGRAM,
         }
         log = open(tmp_path / "server.log", "wb")
         server = subprocess.Popen(

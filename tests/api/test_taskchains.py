@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from chainloom.commands.chat_chains import CHAT_CHAIN, OPENAI_CHAT_CHAIN
 from chainloom.infra.eventlog import EventLog
 from tests.api.helpers import assert_error, call
+
+SEEDED = {CHAT_CHAIN, OPENAI_CHAT_CHAIN}  # every service stores them at start-up (tests/api/test_chat_chains.py)
 
 
 def chain(chain_id: str = "triage", **fields) -> dict:
@@ -65,11 +68,12 @@ async def test_a_chain_is_stored_read_upserted_replaced_deleted_and_stored_again
         assert_error(status, body, 404, "libdb: not found")
     # POST /chains is the same upsert: a deleted chain is stored again.
     assert await call(client, "POST", "/chains", chain()) == (201, answered())
-    assert await call(client, "GET", "/taskchains") == (200, [answered()])
+    status, listed = await call(client, "GET", "/taskchains")
+    assert (status, listed[0]) == (200, answered()) and {c["id"] for c in listed[1:]} == SEEDED
 
     log = EventLog(settings.event_store_env())
     try:
-        changes = [e for e in log.read(0, 10_000) if e["aggregate_type"] == "taskchain"]
+        changes = [e for e in log.read(0, 10_000) if e["aggregate_type"] == "taskchain" and e["aggregate_id"] not in SEEDED]
     finally:
         log.close()
     assert [e["event_type"] for e in changes] == [
@@ -121,9 +125,11 @@ async def test_chains_are_listed_newest_first_a_page_at_a_time(client):
     await call(client, "POST", "/taskchains", chain("a", description="updated"))  # keeps its place
     status, first, cursor = await _page(client, limit="2")
     assert status == 200 and [c["id"] for c in first] == ["c", "b"]
-    status, rest, last_cursor = await _page(client, limit="2", cursor=cursor)
+    status, rest, last_cursor = await _page(client, limit="1", cursor=cursor)
     assert [(c["id"], c["description"]) for c in rest] == [("a", "updated")]
-    status, empty, none = await _page(client, cursor=last_cursor)
+    status, seeded, seeded_cursor = await _page(client, cursor=last_cursor)
+    assert {c["id"] for c in seeded} == SEEDED  # stored at start-up, before the others
+    status, empty, none = await _page(client, cursor=seeded_cursor)
     assert (empty, none) == ([], None)
     for params, expected, fragment in [
         ({"limit": "0"}, 422, "limit must be positive"),

@@ -134,6 +134,15 @@ EXPECTED_EVENTS = {
     "file_chunks.started": "chainloom.domain.file_chunks:FileChunks.Started",
     "file_chunks.chunk_indexed": "chainloom.domain.file_chunks:FileChunks.ChunkIndexed",
     "file_chunks.cleared": "chainloom.domain.file_chunks:FileChunks.Cleared",
+    "chat.started": "chainloom.domain.chats:Chat.Started",
+    "chat.message_added": "chainloom.domain.chats:Chat.MessageAdded",
+    "telegram_frontend.created": "chainloom.domain.telegram:TelegramFrontend.Created",
+    "telegram_frontend.updated": "chainloom.domain.telegram:TelegramFrontend.Updated",
+    "telegram_frontend.deleted": "chainloom.domain.telegram:TelegramFrontend.Deleted",
+    "telegram_frontend.polled": "chainloom.domain.telegram:TelegramFrontend.Polled",
+    "telegram_frontend.poll_failed": "chainloom.domain.telegram:TelegramFrontend.PollFailed",
+    "telegram_frontend.reply_failed": "chainloom.domain.telegram:TelegramFrontend.ReplyFailed",
+    "telegram_reply.prepared": "chainloom.domain.telegram:TelegramReply.Prepared",
 }
 
 
