@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from chainloom.infra.settings import Settings
 
@@ -35,6 +36,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         settings.port = args.port
     if args.workers:
         settings.workers = args.workers
+    if args.data_dir:
+        settings = settings.in_data_dir(Path(args.data_dir))
+    if args.read_only:
+        settings.read_only = True
     _configure_logging(settings.log_level)
     if settings.workers > 1:
         from chainloom.web.workers import serve
@@ -54,6 +59,11 @@ def _announce(message: str) -> None:
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    if args.into:
+        return _entry("chainloom.projections.point_in_time:rebuild_into_command")(args, settings)
+    if args.until:
+        print("chainloom: --until builds the read models as they stood then aside: it needs --into DIR", file=sys.stderr)
+        return 2
     from tqdm import tqdm
 
     from chainloom.projections.rebuild import rebuild
@@ -182,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--read-only", action="store_true", help="answer reads only: every write is refused, no background job runs"
     )
+    serve.add_argument(
+        "--data-dir", metavar="DIR", help="serve the embedded store in DIR (its SQLite files, blobs and vectors; e.g."
+        " one `projections rebuild --until … --into DIR` built), instead of CHAINLOOM_DATA_DIR / CHAINLOOM_DATABASE_URL"
+    )
     serve.set_defaults(run=_serve)
 
     relay = commands.add_parser("relay", help="relay the log to Kafka (CHAINLOOM_KAFKA_BOOTSTRAP) until stopped")
@@ -260,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument(
         "--type", dest="types", action="append", metavar="PREFIX", help="only event types starting with it (repeatable)"
     )
+    export.add_argument(
+        "--with-state",
+        action="store_true",
+        help="also what lives beside the log (password hashes, trigger dispatch, seals, blob content), for a"
+        " migration; a public export (for an auditor) leaves it out",
+    )
     export.set_defaults(run=_entry("chainloom.infra.log_transfer:export_command"))
     load = log_commands.add_parser(
         "import", help="append an export to an empty log (its positions and ids kept), SQLite or PostgreSQL"
@@ -271,9 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     who = audit_commands.add_parser("who", help="who changed an aggregate, when, under which request")
     who.add_argument("aggregate", metavar="TYPE/ID", help="the aggregate, e.g. backend/3f2a…")
+    who.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     who.set_defaults(run=_entry("chainloom.infra.audit:who_command"))
     verify = audit_commands.add_parser(
         "verify", help="walk the log's hash chain; exit 1 at the first position where it breaks"
+    )
+    verify.add_argument(
+        "--digest",
+        metavar="POSITION:HASH",
+        help="a digest recorded earlier (GET /log/digest): fail unless the chain still leads to it",
     )
     verify.set_defaults(run=_entry("chainloom.infra.seals:verify_command"))
 

@@ -213,7 +213,9 @@ class Ready(_Answer):
     status: Literal["ready"]
     node_instance_id: str = Field(alias="nodeInstanceID")
     pid: int
-    holds: list[Literal["projections", "reconciler", "downloads", "triggers", "leases", "blobs", "kafka-relay"]] = Field(
+    holds: list[
+        Literal["projections", "reconciler", "downloads", "triggers", "leases", "blobs", "seals", "kafka-relay"]
+    ] = Field(
         description="The singleton jobs the answering process holds now (one process holds each)."
     )
 

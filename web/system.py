@@ -26,6 +26,7 @@ from chainloom.infra.version import VERSION, node_instance_id
 from chainloom.projections.blob_sweeper import BlobSweeper
 from chainloom.projections.waits import ProjectionFaulted, ReadModels, ReadModelsBehind
 from chainloom.web import authz
+from chainloom.web.log_digest import SEALER
 from chainloom.web.bodies import json_response
 from chainloom.web.errors import error_response
 from chainloom.web.keys import DOWNLOAD_JOB, LEASE_REAPER, PROJECTIONS, RECONCILER, RELAY, SETTINGS, TRIGGER_DISPATCHER
@@ -191,6 +192,7 @@ def _holds(app: web.Application) -> list[str]:
         ("triggers", app.get(TRIGGER_DISPATCHER)),
         ("leases", app.get(LEASE_REAPER)),
         ("blobs", app.get(BLOB_SWEEPER)),
+        ("seals", app.get(SEALER)),
     )
     held = [name for name, job in (*jobs, ("kafka-relay", app.get(RELAY))) if job is not None and job.holding]
     return held

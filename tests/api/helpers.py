@@ -54,7 +54,7 @@ async def ready_status(client: TestClient) -> tuple[int, str]:
         # is one of them, and the one answering may be another.
         # The other singleton jobs (reconciler, downloads) take their locks as they start, maybe after this.
         holds = set(body["holds"])
-        assert holds <= {"projections", "reconciler", "downloads", "triggers", "leases", "blobs"}, body
+        assert holds <= {"projections", "reconciler", "downloads", "triggers", "leases", "blobs", "seals"}, body
         assert "projections" in holds or not isinstance(client, TestClient), body
         return status, body["status"]
     return status, body["error"]["message"]
