@@ -1,4 +1,5 @@
-"""The ``chainloom`` command: ``serve``, ``relay``, ``project``, ``worker``, ``projections rebuild|list|status|retry|skip``.
+"""The ``chainloom`` command: ``serve``, ``relay``, ``project``, ``worker``, ``projections rebuild|list|status|retry|skip``,
+``log tail|export|import``, ``audit who|verify``.
 
 This is an entry point, like ``web``: it imports the outer layers lazily.
 """
@@ -6,8 +7,11 @@ This is an entry point, like ``web``: it imports the outer layers lazily.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from chainloom.infra.settings import Settings
 
@@ -32,6 +36,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         settings.port = args.port
     if args.workers:
         settings.workers = args.workers
+    if args.data_dir:
+        settings = settings.in_data_dir(Path(args.data_dir))
+    if args.read_only:
+        settings.read_only = True
     _configure_logging(settings.log_level)
     if settings.workers > 1:
         from chainloom.web.workers import serve
@@ -51,6 +59,11 @@ def _announce(message: str) -> None:
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    if args.into:
+        return _entry("chainloom.projections.point_in_time:rebuild_into_command")(args, settings)
+    if args.until:
+        print("chainloom: --until builds the read models as they stood then aside: it needs --into DIR", file=sys.stderr)
+        return 2
     from tqdm import tqdm
 
     from chainloom.projections.rebuild import rebuild
@@ -158,6 +171,16 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return run_worker(config, until_idle=args.until_idle)
 
 
+def _entry(target: str) -> Callable[[argparse.Namespace, Settings], int]:
+    """The command ``module:function`` (imported when it runs): ``function(args, settings)`` gives the exit status."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        module, name = target.split(":")
+        return int(getattr(importlib.import_module(module), name)(args, settings))
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chainloom", description="Event-sourced LLM runtime.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (default: CHAINLOOM_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default: CHAINLOOM_PORT, 8081)")
     serve.add_argument("--workers", type=int, help="API worker processes (default: CHAINLOOM_WORKERS, one per core)")
+    serve.add_argument(
+        "--read-only", action="store_true", help="answer reads only: every write is refused, no background job runs"
+    )
+    serve.add_argument(
+        "--data-dir", metavar="DIR", help="serve the embedded store in DIR (its SQLite files, blobs and vectors; e.g."
+        " one `projections rebuild --until … --into DIR` built), instead of CHAINLOOM_DATA_DIR / CHAINLOOM_DATABASE_URL"
+    )
     serve.set_defaults(run=_serve)
 
     relay = commands.add_parser("relay", help="relay the log to Kafka (CHAINLOOM_KAFKA_BOOTSTRAP) until stopped")
@@ -201,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         " safe while servers run (they wait for the swap); on failure the live read models stay as they were",
     )
     rebuild.add_argument("names", nargs="*", metavar="NAME", help="projections to rebuild (default: all)")
+    rebuild.add_argument(
+        "--until", metavar="NID|TIME", help="only the events up to this position or time (RFC 3339); needs --into"
+    )
+    rebuild.add_argument(
+        "--into", metavar="DIR", help="build aside into this data directory (never touching the live read models)"
+    )
     rebuild.set_defaults(run=_rebuild)
     listing = projection_commands.add_parser("list", help="list the projections")
     listing.set_defaults(run=_list)
@@ -218,6 +254,54 @@ def main(argv: list[str] | None = None) -> int:
     )
     skip.add_argument("name", metavar="NAME")
     skip.set_defaults(run=_retry_or_skip)
+
+    log = commands.add_parser("log", help="read the log by position, export it, import it")
+    log_commands = log.add_subparsers(dest="log_command", required=True)
+    tail = log_commands.add_parser("tail", help="print the log's last events (one public event per line)")
+    tail.add_argument("-f", "--follow", action="store_true", help="go on printing events as they are appended")
+    tail.add_argument("-n", "--lines", type=int, default=10, help="how many of the last events (default 10)")
+    tail.add_argument("--after", type=int, metavar="NID", help="from this position on instead of the last events")
+    tail.add_argument("--type", dest="type_prefix", metavar="PREFIX", help="only event types starting with it")
+    tail.add_argument("--source", help="only events of this event_source")
+    tail.add_argument("--aggregate", metavar="TYPE[/ID]", help="only events of this aggregate type (and id)")
+    tail.add_argument("--actor", help="only events recorded for this actor")
+    tail.set_defaults(run=_entry("chainloom.infra.log_reader:tail_command"))
+    export = log_commands.add_parser(
+        "export", help="write the log as JSON lines to standard output (one public event per line), streaming"
+    )
+    export.add_argument("--after", type=int, default=0, metavar="NID", help="from after this position (default 0)")
+    export.add_argument("--until", type=int, metavar="NID", help="up to this position, included (default: the head)")
+    export.add_argument(
+        "--type", dest="types", action="append", metavar="PREFIX", help="only event types starting with it (repeatable)"
+    )
+    export.add_argument(
+        "--with-state",
+        action="store_true",
+        help="also what lives beside the log (password hashes, trigger dispatch, seals, blob content), for a"
+        " migration; a public export (for an auditor) leaves it out",
+    )
+    export.set_defaults(run=_entry("chainloom.infra.log_transfer:export_command"))
+    load = log_commands.add_parser(
+        "import", help="append an export to an empty log (its positions and ids kept), SQLite or PostgreSQL"
+    )
+    load.add_argument("file", help="the export (JSON lines; - for standard input)")
+    load.set_defaults(run=_entry("chainloom.infra.log_transfer:import_command"))
+
+    audit = commands.add_parser("audit", help="who changed what; the log's hash chain")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    who = audit_commands.add_parser("who", help="who changed an aggregate, when, under which request")
+    who.add_argument("aggregate", metavar="TYPE/ID", help="the aggregate, e.g. backend/3f2a…")
+    who.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    who.set_defaults(run=_entry("chainloom.infra.audit:who_command"))
+    verify = audit_commands.add_parser(
+        "verify", help="walk the log's hash chain; exit 1 at the first position where it breaks"
+    )
+    verify.add_argument(
+        "--digest",
+        metavar="POSITION:HASH",
+        help="a digest recorded earlier (GET /log/digest): fail unless the chain still leads to it",
+    )
+    verify.set_defaults(run=_entry("chainloom.infra.seals:verify_command"))
 
     args = parser.parse_args(argv)
     return args.run(args, Settings())

@@ -13,7 +13,11 @@ A record is one event:
 - key: ``<aggregate_type>:<aggregate_id>`` (UTF-8);
 - value: the public ``eventstore_Event`` JSON, ``nid`` included (UTF-8);
 - headers: ``nid``, ``event_id``, ``event_type``, ``event_source`` and
-  ``content-type`` (``application/json``).
+  ``content-type`` (``application/json``); and the event's seal in the log's hash
+  chain (``infra/seals.py``): ``chain_hash`` (its hash) and ``chain_prev`` (the
+  hash of the previous sealed position), 64 hex digits each, so a consumer checks
+  ``sha256(chain_prev ‖ canonical(value)) == chain_hash`` for each record and
+  ``chain_prev`` against the ``chain_hash`` of the record before.
 """
 
 from __future__ import annotations
@@ -45,14 +49,18 @@ def record_value(envelope: Envelope) -> bytes:
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def record_headers(envelope: Envelope) -> list[Header]:
-    return [
+def record_headers(envelope: Envelope, chain: tuple[str, str] | None = None) -> list[Header]:
+    """``chain``: the event's (hash, previous sealed hash) in the log's hash chain (the relay always has them)."""
+    headers = [
         ("nid", str(envelope["nid"]).encode()),
         ("event_id", str(envelope["id"]).encode()),
         ("event_type", str(envelope["event_type"]).encode()),
         ("event_source", str(envelope["event_source"]).encode()),
         ("content-type", CONTENT_TYPE),
     ]
+    if chain is not None:
+        headers += [("chain_hash", chain[0].encode()), ("chain_prev", chain[1].encode())]
+    return headers
 
 
 def decode(value: bytes) -> Envelope:

@@ -13,6 +13,13 @@ stored but the relay had not yet tracked; it is published again on restart —
 the only duplicates there are, with the same ``id`` and ``nid`` as the first
 copy (docs/kafka.md tells consumers how to drop them).
 
+Every record carries the event's seal in the log's hash chain (headers
+``chain_hash``, ``chain_prev``: ``infra/seals.py``). The relay does not wait for
+the sealer: before publishing a batch it seals whatever of it the sealer has not
+yet reached (the hash is deterministic, so whoever seals a position gets the
+same), and reads the hashes in one query — the relay's latency does not add the
+sealer's lag, and a relay running alone (``chainloom relay``) needs no sealer.
+
 Only one relay publishes a topic at a time: a PostgreSQL advisory lock (or a
 file lock beside the SQLite log) makes any other one a standby, which tries
 the lock every ``LOCK_RETRY`` seconds and takes over when the active one dies
@@ -35,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
+from chainloom.infra import seals
 from chainloom.infra.bootstrap import open_resources
 from chainloom.infra.eventlog import EventLog
 from chainloom.infra.follower import Follower
@@ -64,6 +72,8 @@ LISTENING_POLL = 0.5
 # Room left in a producer batch for record framing.
 _CHUNK_BYTES = PRODUCER_BATCH_BYTES * 3 // 4
 _RECORD_OVERHEAD = 64
+# The chain headers' share of a record (two names, two 64-digit hashes, their framing).
+_CHAIN_HEADERS = 2 * (len("chain_hash") + 64 + 16)
 
 
 # -- the relay ------------------------------------------------------------------
@@ -126,8 +136,9 @@ class KafkaRelay:
         events = self._log.read(after=self._position, limit=self._batch_size)
         if not events:
             return self._position, False
+        chain = seals.links(self._log, [e["nid"] for e in events])
         for chunk in self._chunks(events):
-            self._publish(chunk)
+            self._publish(chunk, chain)
             self._track(chunk[-1]["nid"])
         return self._position, len(events) == self._batch_size
 
@@ -143,6 +154,7 @@ class KafkaRelay:
 
         if self._store is None:
             self._store, self._store_factory = open_read_store(self._tracking_env)
+        seals.ensure(self._log)
         self.ensure_topic()
         self._producer = KafkaProducer(**producer_config(self._bootstrap, self._client_id))
         self._position = self._store.position(self.name)
@@ -158,7 +170,7 @@ class KafkaRelay:
         chunk: list[dict[str, Any]] = []
         size = 0
         for event in events:
-            event_size = len(record_value(event)) + _RECORD_OVERHEAD * 2
+            event_size = len(record_value(event)) + _RECORD_OVERHEAD * 2 + _CHAIN_HEADERS
             if chunk and size + event_size > _CHUNK_BYTES:
                 yield chunk
                 chunk, size = [], 0
@@ -167,14 +179,18 @@ class KafkaRelay:
         if chunk:
             yield chunk
 
-    def _publish(self, chunk: list[dict[str, Any]]) -> None:
+    def _publish(self, chunk: list[dict[str, Any]], chain: Mapping[int, tuple[str, str]]) -> None:
         for event in chunk:
             check_no_clear_secrets(event)
         producer = self._producer
         try:
             futures = [
                 producer.send(
-                    self.topic, key=record_key(e), value=record_value(e), headers=record_headers(e), partition=0
+                    self.topic,
+                    key=record_key(e),
+                    value=record_value(e),
+                    headers=record_headers(e, chain[e["nid"]]),
+                    partition=0,
                 )
                 for e in chunk
             ]

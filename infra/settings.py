@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # Live event streams: seconds between keep-alive comments; events buffered per slow subscriber.
     sse_keepalive: float = Field(15.0, gt=0, validation_alias=_env("SSE_KEEPALIVE"))
     sse_queue_size: int = Field(1000, ge=1, validation_alias=_env("SSE_QUEUE_SIZE"))
+    # GET /log and /log/stream (web/log.py): events a filtered read looks at per request before it answers
+    # where it stopped (the client goes on from there).
+    log_scan_limit: int = Field(10_000, ge=1, validation_alias=_env("LOG_SCAN_LIMIT"))
     # Seconds an Idempotency-Key is kept after its first request (a retry within it is not applied again).
     idempotency_window: float = Field(24 * 3600.0, gt=0, validation_alias=_env("IDEMPOTENCY_WINDOW"))
     # Upstream LLM providers (infra/providers): seconds to open a connection; to wait for an inference
@@ -185,6 +188,13 @@ class Settings(BaseSettings):
     telegram_api_base: str = Field("https://api.telegram.org", validation_alias=_env("TELEGRAM_API_BASE"))
     telegram_poll_interval: float = Field(3.0, gt=0, validation_alias=_env("TELEGRAM_POLL_INTERVAL"))
     telegram_bots: bool = Field(True, validation_alias=_env("TELEGRAM_BOTS"))
+    # The log's hash chain (infra/seals.py): whether this process takes part in the sealer (a singleton job,
+    # lock "seals"), and how often it looks at the log for writes no one poked it about (other API processes).
+    sealer: bool = Field(True, validation_alias=_env("SEALER"))
+    seal_poll: float = Field(0.2, gt=0, validation_alias=_env("SEAL_POLL"))
+    # Whether this process answers reads only (`chainloom serve --read-only`, web/read_only.py): every method but
+    # GET, HEAD and OPTIONS is refused (405), nothing is appended to the log, no background job that writes runs.
+    read_only: bool = Field(False, validation_alias=_env("READ_ONLY"))
 
     @property
     def blob_directory(self) -> Path:
@@ -193,6 +203,16 @@ class Settings(BaseSettings):
     @property
     def vector_directory(self) -> Path:
         return self.vector_dir if self.vector_dir is not None else self.data_dir / "vectors"
+
+    def in_data_dir(self, data_dir: Path) -> Settings:
+        """These settings on the embedded layout of ``data_dir`` (``chainloom serve --data-dir``, a point-in-time
+        copy): its SQLite log and read store, its blobs and vectors, the read models kept in-process."""
+        return self.model_copy(
+            update={
+                "data_dir": data_dir, "database_url": "", "blob_store": "directory", "blob_dir": None,
+                "vector_dir": None, "projections": "embedded",
+            }
+        )  # fmt: skip
 
     @field_validator("embed_model", "task_model", "chat_model")
     @classmethod

@@ -35,6 +35,7 @@ from chainloom.domain.chats import Chat
 from chainloom.domain.downloads import Download
 from chainloom.domain.groups import CHAT_GROUP_ID, EMBED_GROUP_ID, TASKS_GROUP_ID
 from chainloom.domain.jobs import Job
+from chainloom.infra import seals
 from chainloom.infra.blobs import BlobStore, open_blobs
 from chainloom.infra.blocking import BlockingPool
 from chainloom.infra.bootstrap import open_resources
@@ -64,6 +65,7 @@ from chainloom.projections.reconciler import Observer, Reconciler
 from chainloom.projections.registry import all_projectors
 from chainloom.projections.runner import ProjectionRunner
 from chainloom.projections.telegram_bots import Chats, TelegramPoller, TelegramWorker
+from chainloom.projections.sealer import open_sealer
 from chainloom.projections.tracked import TrackedProjections
 from chainloom.projections.waits import ReadModels
 from chainloom.queries.activity import ActivityQueries
@@ -77,6 +79,7 @@ from chainloom.queries.functions import FunctionQueries
 from chainloom.queries.hooks import HookQueries
 from chainloom.queries.identity import IdentityQueries
 from chainloom.queries.jobs import JobCandidates, JobQueries
+from chainloom.queries.log import LogQueries
 from chainloom.queries.providers import ProviderKeys, ProviderQueries
 from chainloom.queries.runtime import RuntimeQueries
 from chainloom.queries.search import SearchQueries
@@ -98,7 +101,9 @@ from chainloom.web import search as search_routes
 from chainloom.web import activity as activity_routes
 from chainloom.web.activity_record import ActivityRecorder, activity_record_middleware, ensure_records_table
 from chainloom.web import telegram as telegram_routes
-from chainloom.web import authz
+from chainloom.web import log as log_routes
+from chainloom.web import authz, log_digest
+from chainloom.web import read_only
 from chainloom.web.api_surface import serve_under_api
 from chainloom.web.errors import error_middleware
 from chainloom.web.keys import (
@@ -170,10 +175,13 @@ LOCK_RETRY = 0.5
 
 def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Application:
     """The service; ``siblings`` when it is one of several worker processes (``web/workers.py``)."""
-    # Who may ask (security on: tokens and permissions; off: the optional API key) before anything reads the request.
-    # Reads and failures of the areas activity tracks are recorded inside the error envelope (which it sees raised).
+    # Who may ask (security on: tokens and permissions; off: the optional API key) before anything reads the request;
+    # then, in a read-only service, whether it writes. Reads and failures of the areas activity tracks are recorded
+    # inside the error envelope (which it sees raised).
+    settings = read_only.read_only_jobs(settings)  # read-only: no job that writes
     middlewares = [
         request_id_middleware, error_middleware, activity_record_middleware, *authz.access_middlewares(settings),
+        *read_only.middlewares(settings),
         url_values_middleware,
     ]  # fmt: skip
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
@@ -203,6 +211,8 @@ def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Appl
     app.add_routes(search_routes.routes)
     app.add_routes(activity_routes.routes)
     app.add_routes(telegram_routes.routes)
+    app.add_routes(log_digest.routes)
+    app.add_routes(log_routes.routes)
     app[EVENT_HUB] = EventHub(settings.sse_queue_size)
     app.on_shutdown.append(_end_streams)
     app.on_shutdown.append(downloads.end_streams)
@@ -241,7 +251,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await idempotency.open_keys(app, log, settings, pool.run)  # before anything writes under a key
         # Every append of this process goes through one writer, which decides in turn (sparing concurrent
         # writers of one aggregate from losing optimistic-concurrency races) and commits in groups.
-        writer = LogWriter(log)
+        writer = read_only.ReadOnlyWriter(log) if settings.read_only else LogWriter(log)
         stack.push_async_callback(asyncio.to_thread, writer.close)
 
         siblings = app.get(SIBLINGS)
@@ -290,6 +300,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             relay.start()
             stack.push_async_callback(relay.stop)
             app[RELAY] = relay
+        # The log's hash chain (infra/seals.py): sealed by one process of all (lock "seals"), poked by appends.
+        if not settings.read_only:
+            await pool.run(seals.ensure, log)
+        app[log_digest.DIGEST] = lambda: pool.run(lambda: seals.digest(log).public())
+        if settings.sealer:
+            sealer = open_sealer(settings, log)
+            sealer.start()
+            stack.push_async_callback(sealer.stop)
+            log_jobs.append(sealer)
+            app[log_digest.SEALER] = sealer
         # Live streams begin at the log's head: a client resuming from an earlier position is caught
         # up from the event index (which it waits for), so the events already in the log are not missed.
         hub.publish([], await pool.run(log.head))
@@ -361,6 +381,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         local_hooks = LocalHooks()
         app[HOOK_RUNNER] = HookRunner(app[HOOK_QUERIES], hook_http, local_hooks)
         app[LOG_HEAD] = lambda: pool.run(log.head)
+        app[log_routes.LOG_QUERIES] = LogQueries(log, pool.run, settings.log_scan_limit)  # GET /log, /log/stream
         # Seed the default groups in the background: stored on the log at once (idempotently), then shown
         # once the read models reach them — at once here when this process projects, whenever a projector
         # worker runs in the distributed mode. Meanwhile the process serves, and /ready says what it awaits.
@@ -396,7 +417,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         chain_seeder = ChatChainSeeder(CommandRunner(writer, announce))
 
         async def seed() -> None:
-            """The default groups, the chat chains, then the configured worker account (each idempotent)."""
+            """The default groups, the chat chains, then the configured worker account (each idempotent); read-only: nothing."""
+            if settings.read_only:
+                return
             await seeder.seed_internal_groups(default_models(settings), settings.tenancy)
             await chain_seeder.seed()
             if settings.worker_account_configured:
@@ -444,8 +467,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             cancel_check=settings.download_cancel_check,
         )
         app[DOWNLOAD_JOB] = download_job
-        download_job.start()
-        stack.push_async_callback(download_job.stop)
+        if not settings.read_only:
+            download_job.start()
+            stack.push_async_callback(download_job.stop)
         # The reconciler: one process (of the workers, of every API process sharing the store) looks at the
         # grouped backends and records what it sees; its writes are announced, not waited for.
         reconciler = Reconciler(
@@ -533,7 +557,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             await runner.wait_for(await pool.run(log.head), settings.projection_timeout, needs=("activity", "task_runs"))
 
         app[ACTIVITY_QUERIES] = ActivityQueries(store, pool.run, activity_settled)
-        await _trigger_dispatch(app, stack, settings, log, writer, runner, pool, siblings, [relay, live, runner], log_jobs)
+        followers = [relay, live, runner, app.get(log_digest.SEALER)]
+        await _trigger_dispatch(app, stack, settings, log, writer, runner, pool, siblings, followers, log_jobs)
         if isinstance(runner, ProjectionRunner):
             # This process (or a sibling worker) projects: the seeds show within moments, before the first answer.
             await startup.settled(settings.projection_timeout)

@@ -108,6 +108,7 @@ _SERVICE_OF_AREA = {
     **dict.fromkeys(("jobs", "leases"), "dispatchservice"),
     "telegram-frontends": "telegramservice",
     "activity": "activityservice",
+    "log": "auditservice",  # the log by position (/log, /log/stream) and its digest (/log/digest): auditors
 }  # fmt: skip
 _LEVELS = {
     # Running a prompt, a chain or a completion reads configuration and writes none: view, as the

@@ -216,7 +216,7 @@ class Ready(_Answer):
     holds: list[
         Literal[
             "projections", "reconciler", "downloads", "triggers", "leases", "blobs", "telegram-poller",
-            "telegram-worker", "kafka-relay",
+            "telegram-worker", "seals", "kafka-relay",
         ]
     ] = Field(
         description="The singleton jobs the answering process holds now (one process holds each)."

@@ -17,6 +17,11 @@ the index — and catches up from the index in pages; then it forwards the
 buffered and live frames past the last id it sent. The wait matters in the
 distributed mode, where the hub follows the log directly while the index is
 kept by projector workers that may lag behind it.
+
+``GET /log/stream`` (``web/log.py``) subscribes to the whole log instead of a
+type (``EventHub.subscribe_all``), taking what its filter accepts, and catches
+up from the log itself, which needs no wait: the hub hands out only events
+already in the log.
 """
 
 from __future__ import annotations
@@ -85,8 +90,9 @@ def is_public(event: Event) -> bool:
 
 
 class Subscription:
-    def __init__(self, topic: str, limit: int, after: int) -> None:
-        self.topic = topic
+    def __init__(self, topic: str | None, limit: int, after: int, accepts: Callable[[Event], bool] = is_public) -> None:
+        self.topic = topic  # None: every event of the log (``EventHub.subscribe_all``)
+        self.accepts = accepts  # which of its topic's events it takes (live and caught up)
         # Every event of the topic past this log position is offered here; those before it are in the
         # log (and, once the read models have reached it, in the event index) but were not offered.
         self.after = after
@@ -124,11 +130,13 @@ class Subscription:
 
 
 class EventHub:
-    """Subscribers by event type; ``publish`` is the listener of whatever follows the log here."""
+    """Subscribers by event type, and to the whole log; ``publish`` is the listener of whatever follows the
+    log here."""
 
     def __init__(self, queue_size: int) -> None:
         self._queue_size = queue_size
         self._subscribers: dict[str, set[Subscription]] = {}
+        self._everything: set[Subscription] = set()  # GET /log/stream: each takes what its filter accepts
         # The log position up to which events were handed to ``publish`` (or passed over while
         # nobody listened): a new subscription gets every event after it.
         self.position = 0
@@ -138,7 +146,17 @@ class EventHub:
         self._subscribers.setdefault(event_type, set()).add(subscription)
         return subscription
 
+    def subscribe_all(self, accepts: Callable[[Event], bool]) -> Subscription:
+        """Every event of the log that ``accepts`` takes, bookkeeping included (no topic: no event type can
+        be mistaken for this subscription)."""
+        subscription = Subscription(None, self._queue_size, self.position, accepts)
+        self._everything.add(subscription)
+        return subscription
+
     def unsubscribe(self, subscription: Subscription) -> None:
+        if subscription.topic is None:
+            self._everything.discard(subscription)
+            return
         subscribers = self._subscribers.get(subscription.topic)
         if subscribers is not None:
             subscribers.discard(subscription)
@@ -149,17 +167,22 @@ class EventHub:
         """(Also called from the live follower's worker thread: copies before iterating.)"""
         if event_type is not None:
             return len(self._subscribers.get(event_type, ()))
-        return sum(len(s) for s in list(self._subscribers.values()))
+        return sum(len(s) for s in list(self._subscribers.values())) + len(self._everything)
 
     def publish(self, events: Iterable[Event], position: int | None = None) -> None:
         """Offer new events of the log, in log order; ``position``: how far the publisher has read
         (past the last event when it passed over events nobody was subscribed to)."""
         for event in events:
             self.position = max(self.position, event["nid"])
+            frame: Frame | None = None
             subscribers = self._subscribers.get(event["event_type"])
             if subscribers and is_public(event):
                 frame = encode(event)
                 for subscription in subscribers:
+                    subscription.offer(frame)
+            for subscription in self._everything:
+                if subscription.accepts(event):
+                    frame = frame or encode(event)
                     subscription.offer(frame)
         if position is not None:
             self.position = max(self.position, position)
@@ -169,6 +192,8 @@ class EventHub:
         for subscribers in self._subscribers.values():
             for subscription in subscribers:
                 subscription.close()
+        for subscription in self._everything:
+            subscription.close()
 
 
 async def subscribe_from(
@@ -219,7 +244,7 @@ async def follow(
         page_size = resume.page_size or CATCH_UP_PAGE
         while True:
             events = await resume.read_after(last, page_size)
-            chunk = b"".join(encode(event).data for event in events if is_public(event))
+            chunk = b"".join(encode(event).data for event in events if subscription.accepts(event))
             if chunk:
                 yield chunk
             if subscription.overflowed:
@@ -280,7 +305,7 @@ async def stream(
                     await response.write(b": ping\n\n")
                     idle = 0.0
     except ConnectionError:
-        logger.debug("SSE client of %s went away", subscription.topic)
+        logger.debug("SSE client of %s went away", subscription.topic or "the log")
     finally:
         unsubscribe(subscription)
     return response

@@ -26,6 +26,7 @@ from chainloom.infra.version import VERSION, node_instance_id
 from chainloom.projections.blob_sweeper import BlobSweeper
 from chainloom.projections.waits import ProjectionFaulted, ReadModels, ReadModelsBehind
 from chainloom.web import authz
+from chainloom.web.log_digest import SEALER
 from chainloom.web.bodies import json_response
 from chainloom.web.errors import error_response
 from chainloom.web.keys import (
@@ -203,6 +204,7 @@ def _holds(app: web.Application) -> list[str]:
         ("blobs", app.get(BLOB_SWEEPER)),
         ("telegram-poller", app.get(TELEGRAM_POLLER)),
         ("telegram-worker", app.get(TELEGRAM_WORKER)),
+        ("seals", app.get(SEALER)),
     )
     held = [name for name, job in (*jobs, ("kafka-relay", app.get(RELAY))) if job is not None and job.holding]
     return held

@@ -55,7 +55,8 @@ async def ready_status(client: TestClient) -> tuple[int, str]:
         # The other singleton jobs (reconciler, downloads) take their locks as they start, maybe after this.
         holds = set(body["holds"])
         assert holds <= {
-            "projections", "reconciler", "downloads", "triggers", "leases", "blobs", "telegram-poller", "telegram-worker"
+            "projections", "reconciler", "downloads", "triggers", "leases", "blobs", "telegram-poller", "telegram-worker",
+            "seals",
         }, body
         assert "projections" in holds or not isinstance(client, TestClient), body
         return status, body["status"]

@@ -428,7 +428,8 @@ async def test_one_worker_is_a_single_process(settings: Settings, serve):
     assert ready.status == 200 and ready.body["status"] == "ready", ready.body
     assert ready.body["nodeInstanceID"] in nodes
     assert ready.body["holds"] == [
-        "projections", "reconciler", "downloads", "triggers", "leases", "blobs", "telegram-poller", "telegram-worker"
+        "projections", "reconciler", "downloads", "triggers", "leases", "blobs", "telegram-poller", "telegram-worker",
+        "seals",
     ], ready.body  # every singleton job
     assert ready.body["pid"] == service.popen.pid, "CHAINLOOM_WORKERS=1 should answer from the process started"
     assert service.logged_errors() == [], f"the service logged errors:\n{service.output()}"
