@@ -27,7 +27,9 @@ start_postgres() {
   fi
   "${run[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >/dev/null
   local port; port=$(_free_port)
-  local options="-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=200"
+  # The whole test run's three passes share this server, each starting services (some of several worker
+  # processes, each with its pools) at once: 200 connections ran out once.
+  local options="-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=600"
   [ "$durable" = durable ] || options="$options -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
   "${run[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -o "$options" -l "$PG_DIR/server.log" -w start >/dev/null
   PG_STOP=("${run[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -m fast -w stop)
