@@ -17,13 +17,12 @@ from pydantic import BaseModel
 
 from chainloom.domain.errors import BadRequest
 from chainloom.domain.taskchains import ChainDefinition
-from chainloom.queries.pagination import Page
 from chainloom.web.bodies import json_response, read_json_object
 from chainloom.web.keys import TASKCHAIN_COMMANDS, TASKCHAIN_QUERIES
 from chainloom.web.middleware import command_context
 from chainloom.web.openapi import fails, query, request_body, responds
 from chainloom.web.schemas import PageQuery
-from chainloom.web.taskchains import NEXT_CURSOR_HEADER, ChainDefinitionBody, TaskChain, TaskChainBody
+from chainloom.web.taskchains import ChainDefinitionBody, TaskChain, TaskChainBody, chain_page
 
 routes = web.RouteTableDef()
 
@@ -63,12 +62,7 @@ async def set_chain(request: web.Request) -> web.Response:
 async def list_chains(request: web.Request) -> web.Response:
     """Lists the stored task chains, newest first (a fresh service holds the two seeded chat chains).
     The `X-Next-Cursor` header of the answer is the cursor of the next page."""
-    page = Page.parse(request.query.get("limit"), request.query.get("cursor"))
-    chains, next_cursor = await request.app[TASKCHAIN_QUERIES].chains(page)
-    response = json_response(chains)
-    if next_cursor is not None:
-        response.headers[NEXT_CURSOR_HEADER] = next_cursor
-    return response
+    return await chain_page(request)
 
 
 @routes.get("/chains/{id:.+}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -181,15 +182,22 @@ async def chat(request: web.Request, body: ChatBody) -> web.StreamResponse:
     404: `chat_chain` is not stored; 502/503: its LLM backend refused or was unavailable."""
     if body.stream or EVENT_STREAM in request.headers.get("Accept", ""):
         return await _streamed(request, body)
-    reply = await request.app[CHAT_COMMANDS].chat(
+    return json_response(_answer(await _turn(request, body)))
+
+
+async def _turn(
+    request: web.Request, body: ChatBody, on_piece: Callable[[str], Awaitable[None]] | None = None
+) -> ChatReply:
+    """The turn the request asks for (``on_piece``: each piece of a streaming model reply as it arrives)."""
+    return await request.app[CHAT_COMMANDS].chat(
         request.match_info["id"],
         body.message,
         command_context(request),
         chain_id=CHAT_CHAIN,
         models=body.models or (),
         provider=body.provider or "",
+        on_piece=on_piece,
     )
-    return json_response(_answer(reply))
 
 
 @routes.post("/chats/{id}/instruction")
@@ -239,15 +247,7 @@ class _TurnStream:
 async def _streamed(request: web.Request, body: ChatBody) -> web.StreamResponse:
     stream = _TurnStream(request)
     try:
-        reply = await request.app[CHAT_COMMANDS].chat(
-            request.match_info["id"],
-            body.message,
-            command_context(request),
-            chain_id=CHAT_CHAIN,
-            models=body.models or (),
-            provider=body.provider or "",
-            on_piece=stream.piece,
-        )
+        reply = await _turn(request, body, stream.piece)
         if not stream.gone:
             await stream.send(_frame("reply", _answer(reply)))
     except DomainError as error:

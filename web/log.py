@@ -24,7 +24,7 @@ from chainloom.web.bodies import json_response
 from chainloom.web.keys import EVENT_HUB, SETTINGS
 from chainloom.web.middleware import NODE_HEADER, REQUEST_ID, REQUEST_ID_HEADER
 from chainloom.web.openapi import fails, headers, query, responds
-from chainloom.web.schemas import Event, LastEventIdHeaders, Limit
+from chainloom.web.schemas import Event, EventFrame, LastEventIdHeaders, Limit
 from chainloom.web.sse import Resume, stream
 
 routes = web.RouteTableDef()
@@ -75,17 +75,8 @@ class LogPageAnswer(BaseModel):
     head: int = Field(description="The log's last position when the page was read (0: empty).")
 
 
-class LogFrame(BaseModel):
-    """One frame of ``GET /log/stream`` (``web.sse``) as an SSE client reads it."""
-
-    id: str = Field(pattern="^[0-9]+$", description="The event's nid (send it back as `Last-Event-ID` to resume).")
-    event: str = "message"
-    data: str = Field(
-        json_schema_extra={
-            "contentMediaType": "application/json",
-            "contentSchema": Event.model_json_schema(by_alias=True, mode="serialization"),
-        }
-    )
+class LogFrame(EventFrame):
+    """One frame of ``GET /log/stream`` (``web.sse``) as an SSE client reads it: an event frame of ``/events``."""
 
 
 # -- reading the query ------------------------------------------------------------------------

@@ -206,6 +206,11 @@ async def list_taskchains(request: web.Request) -> web.Response:
     """Lists stored task chains, newest first.
     The `X-Next-Cursor` header of the answer is the cursor of the next page.
     """
+    return await chain_page(request)
+
+
+async def chain_page(request: web.Request) -> web.Response:
+    """A page of the stored chains (``limit``, ``cursor``), the next page's cursor in ``X-Next-Cursor``."""
     page = Page.parse(request.query.get("limit"), request.query.get("cursor"))
     chains, next_cursor = await _queries(request).chains(page)
     response = json_response(chains)
