@@ -196,8 +196,12 @@ class TaskEngine:
         recorder: TaskRunRecorder | None = None,
         *,
         step_limit: int = DEFAULT_STEP_LIMIT,
+        on_run_end: Callable[[str, str, float], None] | None = None,
     ) -> None:
+        """``on_run_end(chain id, outcome, seconds)``: after each run (metrics); outcome ``finished``, ``failed``
+        or ``cancelled``."""
         self._execution = execution
+        self._on_run_end = on_run_end
         self._hooks = hooks
         self._recorder: Any = recorder if recorder is not None else _NoRecorder()
         self.step_limit = step_limit
@@ -218,6 +222,21 @@ class TaskEngine:
         value_type = value_type.lower()
         run = _Run(self, chain, run_id, value_type, list(client_tools), on_piece, ctx)
         run.begin((chain.id, value_type, self.step_limit))
+        started, outcome = time.perf_counter(), "failed"
+        try:
+            output, output_type = await self._execute(run, value, value_type)
+            outcome = "finished"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            if self._on_run_end is not None:
+                self._on_run_end(chain.id, outcome, time.perf_counter() - started)
+        return RunResult(run_id, output, output_type, run.state)
+
+    async def _execute(self, run: _Run, value: Any, value_type: str) -> tuple[Any, str]:
+        """Run it and record how it ended."""
+        run_id = run.run_id
         try:
             output, output_type = await run.execute(value, value_type)
         except ChainFailed as error:
@@ -235,7 +254,7 @@ class TaskEngine:
             run.flush(("failed", f"internal error: {type(error).__name__}", None))
             raise
         run.flush(("finished", output_type, output))
-        return RunResult(run_id, output, output_type, run.state)
+        return output, output_type
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         # Outside the request's Idempotency-Key fence: the records outlive the request that started the run.

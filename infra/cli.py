@@ -16,12 +16,14 @@ from pathlib import Path
 from chainloom.infra.settings import Settings
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, log_format: str = "text") -> None:
+    """Text lines, or JSON objects (``CHAINLOOM_LOG_FORMAT=json``: infra/logformat.py)."""
+    from chainloom.infra.logformat import formatter
     from chainloom.web.middleware import RequestIdLogFilter
 
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdLogFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
@@ -40,7 +42,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.in_data_dir(Path(args.data_dir))
     if args.read_only:
         settings.read_only = True
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     if settings.workers > 1:
         from chainloom.web.workers import serve
 
@@ -133,7 +135,7 @@ def _relay(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.kafka_enabled:
         print("chainloom: the relay needs CHAINLOOM_KAFKA_BOOTSTRAP", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     asyncio.run(run_relay(settings))
     return 0
 
@@ -144,7 +146,7 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.kafka_enabled:
         print("chainloom: a projector worker needs CHAINLOOM_KAFKA_BOOTSTRAP", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     run_worker(settings)
     return 0
 
@@ -165,9 +167,12 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     except ValidationError as error:
         print(f"chainloom: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
-    )  # no request ids: a worker serves none
+    if settings.log_format == "json":
+        _configure_logging(settings.log_level, settings.log_format)
+    else:
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
+        )  # no request ids: a worker serves none
     return run_worker(config, until_idle=args.until_idle)
 
 

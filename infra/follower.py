@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -58,6 +59,8 @@ class Follower(Generic[R]):
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
+        # The failure of the latest step, as (wall-clock time, "Type: message"); None once a step succeeds.
+        self.last_error: tuple[float, str] | None = None
 
     @property
     def position(self) -> int:
@@ -118,14 +121,16 @@ class Follower(Generic[R]):
             self._wakeup.clear()
             try:
                 result = await self._run_blocking(self._step)
-            except Exception:
+            except Exception as error:
                 # Another process may have tracked first (the transaction was dropped
                 # whole), or a store or broker is briefly unavailable: retry, slowing down.
+                self.last_error = (time.time(), f"{type(error).__name__}: {error}")
                 logger.exception("%s: step failed; retrying in %.2fs", self._name, backoff)
                 await self._sleep(backoff, self._stopped)  # pokes do not cut a back-off short
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
+            self.last_error = None
             position, more = result[0], result[1]
             self._advance(position)
             if self._on_step is not None:

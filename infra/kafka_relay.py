@@ -322,6 +322,11 @@ class RelayService:
     def holding(self) -> bool:
         return self.relay.holding
 
+    @property
+    def last_error(self) -> tuple[float, str] | None:
+        """Why the latest step failed (wall-clock time, error), None once one succeeds: ``GET /relay``."""
+        return self._follower.last_error
+
     def start(self) -> None:
         self._follower.start()
 

@@ -168,8 +168,17 @@ class _Work(Generic[T]):
 
 
 class LogWriter:
-    def __init__(self, log: EventLog, *, attempts: int = 5, max_group_events: int = MAX_GROUP_EVENTS) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        attempts: int = 5,
+        max_group_events: int = MAX_GROUP_EVENTS,
+        on_stored: Callable[[Sequence[StoredEvent]], None] | None = None,
+    ) -> None:
+        """``on_stored(events)``: called on the writer thread with the events of each stored transaction (metrics)."""
         self._log = log
+        self._on_stored = on_stored
         self._attempts = attempts
         self._max_group_events = max_group_events
         self._queue: deque[_Work] = deque()
@@ -272,6 +281,7 @@ class LogWriter:
                 work.future.set_exception(error)
             return
         self._log.remember(overlay.decided())
+        self._stored(stored)
         start = 0
         for work in staged:
             own = positions[start : start + len(work.stored)]
@@ -282,9 +292,12 @@ class LogWriter:
         """Store one piece of work in a transaction of its own; a decision decided afresh each attempt."""
         if work.decide is None:
             try:
-                work.future.set_result(self._log.insert(work.stored, (), work.fences) if work.stored else [])
+                positions = self._log.insert(work.stored, (), work.fences) if work.stored else []
             except Exception as error:
                 work.future.set_exception(error)
+            else:
+                self._stored(work.stored)
+                work.future.set_result(positions)
             return
         for _ in range(self._attempts):
             overlay = Overlay(self._log)
@@ -304,9 +317,17 @@ class LogWriter:
                 own = []
             else:
                 self._log.remember(overlay.decided())
+                self._stored(work.stored)
             self._finish(work, own)
             return
         work.future.set_exception(Conflict("the entity was changed concurrently too often; try again"))
+
+    def _stored(self, events: Sequence[StoredEvent]) -> None:
+        if self._on_stored is not None and events:
+            try:
+                self._on_stored(events)
+            except Exception:  # noqa: BLE001 - counting must never fail a write
+                logger.exception("could not count the stored events")
 
     @staticmethod
     def _finish(work: _Work, positions: list[int]) -> None:

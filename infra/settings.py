@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     db_threads: int = Field(4, ge=1, validation_alias=_env("DB_THREADS"))
     postgres_pool_size: int = Field(10, ge=1, validation_alias=_env("POSTGRES_POOL_SIZE"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    # "json": every log line a JSON object (infra/logformat.py; the access log with request id, actor, route,
+    # status, duration); "text": the lines as they always were.
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
+    # Whether GET /metrics answers (Prometheus; web/metrics.py) and requests, appends and runs are counted for it;
+    # off: /metrics is 404 and nothing is counted.
+    metrics: bool = Field(True, validation_alias=_env("METRICS"))
 
     # Event source: the largest webhook body /ingest accepts (413 above).
     ingest_max_bytes: int = Field(5 * 1024 * 1024, gt=0, validation_alias=_env("INGEST_MAX_BYTES"))

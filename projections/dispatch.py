@@ -148,8 +148,11 @@ class TriggerDispatcher:
         batch: int = BATCH,
         poll: float = POLL,
         on_commit: Callable[[], None] | None = None,
+        on_executed: Callable[[str], None] | None = None,
     ) -> None:
-        """``on_commit()``: something was appended (followers and other processes should look)."""
+        """``on_commit()``: something was appended (followers and other processes should look);
+        ``on_executed(outcome)``: an execution was recorded (metrics)."""
+        self._on_executed = on_executed
         self._log = log
         self._mapper: EnvelopeMapper = log.mapper
         self._writer = writer
@@ -372,6 +375,9 @@ class TriggerDispatcher:
         self._position = self._passed = last
         self._stored_at = time.monotonic()
         self._remember(outputs, positions)
+        if self._on_executed is not None:
+            for done in executed:
+                self._on_executed(done.outcome)
         if self._on_commit is not None:
             self._on_commit()
         self._announce_moved()

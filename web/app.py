@@ -26,6 +26,7 @@ from chainloom.commands.local_hooks import ChatCommandsHook, Knowledge, Knowledg
 from chainloom.commands.identity import IdentityCommands, WorkerAccount
 from chainloom.commands.indexing import IndexCommands
 from chainloom.commands.jobs import JobCommands
+from chainloom.commands.operator import ProjectionCommands
 from chainloom.commands.providers import ProviderCommands
 from chainloom.commands.runtime import RuntimeCommands
 from chainloom.commands.taskchains import TaskChainCommands
@@ -80,6 +81,7 @@ from chainloom.queries.hooks import HookQueries
 from chainloom.queries.identity import IdentityQueries
 from chainloom.queries.jobs import JobCandidates, JobQueries
 from chainloom.queries.log import LogQueries
+from chainloom.queries.operator import OperatorQueries
 from chainloom.queries.providers import ProviderKeys, ProviderQueries
 from chainloom.queries.runtime import RuntimeQueries
 from chainloom.queries.search import SearchQueries
@@ -102,8 +104,11 @@ from chainloom.web import activity as activity_routes
 from chainloom.web.activity_record import ActivityRecorder, activity_record_middleware, ensure_records_table
 from chainloom.web import telegram as telegram_routes
 from chainloom.web import log as log_routes
+from chainloom.web import operator as operator_routes
 from chainloom.web import authz, log_digest
+from chainloom.web import metrics as metric_routes
 from chainloom.web import read_only
+from chainloom.web import console
 from chainloom.web.api_surface import serve_under_api
 from chainloom.web.errors import error_middleware
 from chainloom.web.keys import (
@@ -190,6 +195,7 @@ def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Appl
     app[SETTINGS] = settings
     if siblings is not None:
         app[SIBLINGS] = siblings
+    metric_routes.setup(app, settings)  # GET /metrics and the request counts (outermost), unless CHAINLOOM_METRICS is off
     app.cleanup_ctx.append(_services)
     app.add_routes(system.routes)
     app.add_routes(catalog.routes)
@@ -213,6 +219,8 @@ def create_app(settings: Settings, siblings: Siblings | None = None) -> web.Appl
     app.add_routes(telegram_routes.routes)
     app.add_routes(log_digest.routes)
     app.add_routes(log_routes.routes)
+    app.add_routes(operator_routes.routes)
+    app.add_routes(console.routes)
     app[EVENT_HUB] = EventHub(settings.sse_queue_size)
     app.on_shutdown.append(_end_streams)
     app.on_shutdown.append(downloads.end_streams)
@@ -251,7 +259,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await idempotency.open_keys(app, log, settings, pool.run)  # before anything writes under a key
         # Every append of this process goes through one writer, which decides in turn (sparing concurrent
         # writers of one aggregate from losing optimistic-concurrency races) and commits in groups.
-        writer = read_only.ReadOnlyWriter(log) if settings.read_only else LogWriter(log)
+        instruments = app.get(metric_routes.INSTRUMENTS)
+        writer = (
+            read_only.ReadOnlyWriter(log)
+            if settings.read_only
+            else LogWriter(log, on_stored=instruments.appended if instruments is not None else None)
+        )
+        metric_routes.open_scrape(app, settings, log, store, pool.run)
         stack.push_async_callback(asyncio.to_thread, writer.close)
 
         siblings = app.get(SIBLINGS)
@@ -400,9 +414,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             app[HOOK_RUNNER],
             TaskRunRecorder(CommandRunner(writer, announce)),
             step_limit=settings.task_step_limit,
+            on_run_end=instruments.chain_ended if instruments is not None else None,
         )
         stack.push_async_callback(app[TASK_ENGINE].drain)  # its runs' records, before the writer closes
         app[TASK_RUN_QUERIES] = TaskRunQueries(store, pool.run)
+        # An operator's status and actions (GET /projections, /relay; retry, skip): a skip's audit is announced,
+        # and a cleared fault pokes whoever projects (announce(None)).
+        app[operator_routes.OPERATOR_QUERIES] = OperatorQueries(settings, store, log, pool.run, lambda: relay)
+        app[operator_routes.PROJECTION_COMMANDS] = ProjectionCommands(
+            CommandRunner(writer, announce), store, pool.run, lambda: announce(None)
+        )
         # Chats: a chat's history is its events; a turn runs a stored chain through the engine, then is recorded.
         app[CHAT_COMMANDS] = ChatCommands(
             CommandRunner(writer, wait_on("chats")),
@@ -596,6 +617,7 @@ async def _trigger_dispatch(
         Limits(timeout=settings.function_timeout, memory_bytes=settings.function_memory_mb * 2**20),
     )
     stack.push_async_callback(sandbox.close)
+    instruments = app.get(metric_routes.INSTRUMENTS)
     dispatcher = TriggerDispatcher(
         log,
         writer,
@@ -609,6 +631,7 @@ async def _trigger_dispatch(
         max_depth=settings.function_max_depth,
         wait_timeout=settings.projection_timeout,
         on_commit=appended,
+        on_executed=instruments.trigger_executed if instruments is not None else None,
     )
     app[TRIGGER_DISPATCHER] = dispatcher
     log_jobs.append(dispatcher)

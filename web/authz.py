@@ -109,6 +109,8 @@ _SERVICE_OF_AREA = {
     "telegram-frontends": "telegramservice",
     "activity": "activityservice",
     "log": "auditservice",  # the log by position (/log, /log/stream) and its digest (/log/digest): auditors
+    # What an operator watches and does: /metrics, the projections' status with retry and skip, the relay.
+    **dict.fromkeys(("metrics", "projections", "relay"), "auditservice"),
 }  # fmt: skip
 _LEVELS = {
     # Running a prompt, a chain or a completion reads configuration and writes none: view, as the
@@ -134,7 +136,8 @@ def requirement_of(method: str, path: str) -> Requirement | None:
     """What the route ``method path`` (its root path, as the router has it: ``/groups/{id}``) needs;
     None for a route this table does not know (served as ``ADMIN_ONLY``: add it here)."""
     method = "GET" if method == "HEAD" else method  # a HEAD is the GET without its body
-    if path in _PUBLIC_PATHS:
+    if path in _PUBLIC_PATHS or path == "/console" or path.startswith("/console/"):
+        # The console's page and assets reveal nothing; each API call it makes is authorized as any other.
         return PUBLIC
     if (method, path) in _SIGNED_IN_ROUTES:
         return SIGNED_IN

@@ -36,7 +36,8 @@ class RequestIdLogFilter(logging.Filter):
     """Adds ``request_id`` to every log record emitted while a request is handled."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = current_request_id.get()
+        # The access log names its request itself (it is written once the request's context has ended).
+        record.request_id = getattr(record, "request_id", None) or current_request_id.get()
         return True
 
 
@@ -85,8 +86,8 @@ def token_middleware(token: str):
     @web.middleware
     async def check_token(request: web.Request, handler) -> web.StreamResponse:
         path = root_path(request)  # /api/health is /health
-        if path in PUBLIC_PATHS:
-            return await handler(request)
+        if path in PUBLIC_PATHS or path == "/console" or path.startswith("/console/"):
+            return await handler(request)  # the console's page and assets: its API calls carry the key
         offered = offered_token(request)
         if offered and path in SIGNED_PATHS and "X-API-Key" not in request.headers:
             if not matches(offered):

@@ -103,6 +103,12 @@ def operation_doc(handler: Callable) -> OperationDoc:
     return doc
 
 
+def undocumented(handler):
+    """Leave a route out of the document: a page for people (the console), not an operation of the API."""
+    handler.__dict__["openapi_hidden"] = True
+    return handler
+
+
 def responds(status: int, shape: Any = None, description: str = "", media_type: str = "application/json"):
     """Document a success answer: its status, its shape (None: no body) and media type."""
 
@@ -187,7 +193,7 @@ def describe(app: web.Application, token_required: bool, guard: Guard | None = N
     components: dict[str, Any] = {"JsonValue": _JSON_VALUE}
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
-        if route.method in ("HEAD", "*") or route.resource is None:
+        if route.method in ("HEAD", "*") or route.resource is None or getattr(route.handler, "openapi_hidden", False):
             continue
         template = route.resource.canonical
         path = _PARAM.sub(r"{\1}", template)

@@ -33,6 +33,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+from chainloom.infra import metrics
 from chainloom.infra.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -160,6 +161,8 @@ def serve(settings: Settings, access_log_format: str, announce: Callable[[str], 
     """Run the workers until SIGTERM or SIGINT (``access_log_format`` and ``announce`` as ``web.run_app`` takes them)."""
     sock = listening_socket(settings.host, settings.port)
     siblings = Siblings.of(settings.workers)
+    # The workers' counters, summed at a scrape: counted in files of a fresh private directory (infra/metrics.py).
+    counted_in = metrics.enable_multiprocess() if settings.metrics else None
     workers: dict[int, int] = {}  # pid -> slot
     stopping = False
 
@@ -182,6 +185,7 @@ def serve(settings: Settings, access_log_format: str, announce: Callable[[str], 
         time.sleep(0.1)
         for pid, status in _reaped(workers):
             slot = workers.pop(pid)
+            metrics.worker_ended(pid)
             if not stopping:
                 logger.warning("worker %d (pid %d) ended (%s); starting it again", slot, pid, _describe(status))
                 restarts.append((time.monotonic() + RESTART_DELAY, slot))
@@ -200,6 +204,8 @@ def serve(settings: Settings, access_log_format: str, announce: Callable[[str], 
     for pid in workers:
         _signal(pid, signal.SIGKILL)
     sock.close()
+    if counted_in is not None:
+        metrics.disable_multiprocess(counted_in)
     return 0
 
 
@@ -242,13 +248,21 @@ def run_until_stopped(
             in_flight -= 1
 
     app.middlewares.insert(0, counted)
+    from chainloom.web.access_log import runner_options
+    from chainloom.web.keys import SETTINGS
 
     async def serve() -> None:
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopped.set)
-        runner = web.AppRunner(app, handle_signals=False, access_log_format=access_log_format, shutdown_timeout=SHUTDOWN_GRACE)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log_format=access_log_format,
+            shutdown_timeout=SHUTDOWN_GRACE,
+            **runner_options(app[SETTINGS]),
+        )
         await runner.setup()
         try:
             listening = site(runner, **where)

@@ -24,10 +24,12 @@ def app(tmp_path: Path):
 
 
 def _routes(app) -> set[tuple[str, str]]:
+    """Every route of the API: all but the console's page and assets (for people, not clients)."""
     return {
         (route.method, _PARAM.sub(r"{\1}", route.resource.canonical))
         for route in app.router.routes()
         if route.method not in ("HEAD", "*") and route.resource is not None
+        and not route.resource.canonical.startswith("/console")
     }
 
 
