@@ -9,7 +9,8 @@ Every fake answers deterministically and records what it received:
 * ``reply``: the answer's text; a list of strings is streamed as those chunks (joined when not streamed).
 * ``embedding``: the vector every embedding call returns; ``embed_text``: when set, ``embed_text(text)`` is
   returned instead (``word_vector``: texts that share words are close).
-* ``answer``: when set, ``answer(prompt)`` is the text of a prompt's or chat's answer instead of ``reply``
+* ``answer``: when set, ``answer(prompt)`` is the text of a prompt's or chat's answer instead of ``reply`` (None:
+  ``reply`` after all)
   (``document_answer``: what the indexing and search prompts want). ``use_document_models()`` sets both.
 * ``fail_with``: an HTTP status (e.g. 500) every call is answered with, in the provider's error body; None: off.
 * ``delay``: seconds to wait before answering (a slow backend); ``chunk_delay``: between streamed chunks.
@@ -96,7 +97,7 @@ class _Fake:
         self.reply: str | list[str] = "hello"
         self.embedding: list[float] = [0.1, 0.2, 0.3]
         self.embed_text: Callable[[str], list[float]] | None = None
-        self.answer: Callable[[str], str] | None = None
+        self.answer: Callable[[str], str | None] | None = None
         self.fail_with: int | None = None
         self.delay = 0.0
         self.chunk_delay = 0.0
@@ -168,8 +169,8 @@ class _Fake:
         return self.embedding if self.embed_text is None else self.embed_text(text)
 
     def pieces(self, prompt: str | None = None) -> list[str]:
-        if self.answer is not None and prompt is not None:
-            return [self.answer(prompt)]
+        if self.answer is not None and prompt is not None and (answered := self.answer(prompt)) is not None:
+            return [answered]
         return [self.reply] if isinstance(self.reply, str) else list(self.reply)
 
     def text(self, prompt: str | None = None) -> str:
