@@ -1,0 +1,179 @@
+"""``chainloom serve`` for the tests, forked from a process that has imported it once.
+
+Starting ``chainloom serve`` costs about 1.3 s of CPU before it does anything: importing the service. The
+tests start some 450 services, so that was a third of the suite's CPU on a 2-core machine. A *zygote* —
+one process per test run that imports the service and nothing else, starts no thread and no event loop,
+then forks a service whenever asked — pays it once. A forked service is exactly what the command runs:
+the same ``chainloom.infra.cli.main(["serve", ...])``, in a session of its own, with the environment,
+working directory and log file it was given (``os.fork`` from a single-threaded process is what
+``chainloom serve`` itself does for its workers).
+
+The test process talks to the zygote over a Unix socket, one JSON line per request: ``start`` (answers
+the pid) and ``status`` (the exit code once the zygote has reaped the process, else null). ``Forked`` is
+the part of ``subprocess.Popen`` the tests use (``pid``, ``poll``, ``wait``, ``send_signal``,
+``returncode``). The zygote exits when the test process does (it watches its parent).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+_REAP_EVERY = 0.02  # seconds between looks for ended services (a zombie shows as not running anyway)
+
+
+# -- the zygote (its own process) ------------------------------------------------------------------------------
+
+
+def _serve_forever(path: str) -> None:
+    import chainloom.infra.cli as cli  # everything `serve` imports, once
+    import chainloom.web.app  # noqa: F401
+
+    parent = os.getppid()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    print("ready", flush=True)
+    ended: dict[int, int] = {}  # pid → Popen-style return code (negative: the signal that ended it)
+    started: set[int] = set()
+    while os.getppid() == parent:
+        while started:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            started.discard(pid)
+            ended[pid] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        if not _readable(listener, _REAP_EVERY):
+            continue
+        connection, _ = listener.accept()
+        with connection, connection.makefile("rwb") as stream:
+            request = json.loads(stream.readline())
+            if request["op"] == "start":
+                pid = os.fork()
+                if pid == 0:
+                    listener.close()
+                    connection.close()
+                    _run_service(cli, request)  # never returns
+                started.add(pid)
+                answer: dict[str, Any] = {"pid": pid}
+            else:
+                answer = {"returncode": ended.get(request["pid"])}
+            stream.write(json.dumps(answer).encode() + b"\n")
+            stream.flush()
+
+
+def _readable(listener: socket.socket, timeout: float) -> bool:
+    with selectors.DefaultSelector() as selector:
+        selector.register(listener, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
+
+
+def _run_service(cli: Any, request: dict[str, Any]) -> None:
+    code = 1
+    try:
+        os.setsid()
+        for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+            signal.signal(number, signal.SIG_DFL)
+        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        import random
+
+        random.seed()  # not the zygote's sequence in every service
+        sys.argv = ["chainloom", *request["argv"]]
+        code = cli.main(request["argv"]) or 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except BaseException:  # noqa: BLE001 - reported in the service's log, as an interpreter would
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+# -- the test process's side -----------------------------------------------------------------------------------
+
+_zygote: tuple[subprocess.Popen[bytes], str] | None = None
+_lock = threading.Lock()
+
+
+def _socket_path() -> str:
+    global _zygote
+    with _lock:
+        if _zygote is None or _zygote[0].poll() is not None:
+            path = os.path.join(tempfile.mkdtemp(prefix="chainloom-zygote-"), "socket")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tests.integration.zygote", path], cwd=Path(__file__).resolve().parents[2],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            )  # fmt: skip
+            assert process.stdout is not None and process.stdout.readline().strip() == b"ready", "the zygote did not start"
+            atexit.register(process.kill)
+            _zygote = (process, path)
+        return _zygote[1]
+
+
+def _ask(request: dict[str, Any]) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.connect(_socket_path())
+        with connection.makefile("rwb") as stream:
+            stream.write(json.dumps(request).encode() + b"\n")
+            stream.flush()
+            answer: dict[str, Any] = json.loads(stream.readline())
+            return answer
+
+
+class Forked:
+    """A service the zygote forked, as the tests use a ``subprocess.Popen``."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.args = argv
+        self.returncode: int | None = None
+        self.pid: int = _ask({"op": "start", "argv": argv, "env": env, "cwd": os.getcwd(), "log": str(log_path)})["pid"]
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = _ask({"op": "status", "pid": self.pid})["returncode"]
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(_REAP_EVERY)
+        return code
+
+    def send_signal(self, number: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, number)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    _serve_forever(sys.argv[1])
