@@ -311,5 +311,9 @@ class Settings(BaseSettings):
             "POSTGRES_MAX_OVERFLOW": "5",
             "POSTGRES_CONNECT_TIMEOUT": "10",
             "POSTGRES_LOCK_TIMEOUT": "10",
+            # A projection batch keeps its transaction open while it writes the vector index (lancedb files, a
+            # first write importing lancedb itself): the library's 5 s ended such batches on a loaded 2-core
+            # machine, as if abandoned. A transaction a crashed client left is still ended after a minute.
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "60",
             "ORIGINATOR_ID_TYPE": "text",
         }
