@@ -38,13 +38,18 @@ class ProjectionCommands:
         self._run_blocking = run_blocking
         self._moved = moved
 
-    async def retry(self, name: str, context: CommandContext) -> Fault:
-        """Clear the fault: the projection tries its poison event again. The fault cleared."""
+    async def _fault(self, action: Callable[[ReadStore, str], Fault], name: str) -> Fault:
+        """``action`` on the named projection's fault: 404 for a name no projection has, 409 when not faulted."""
         _known(name)
         try:
-            fault: Fault = await self._run_blocking(clear_fault, self._store, name)
+            fault: Fault = await self._run_blocking(action, self._store, name)
         except NotFaulted as error:
             raise Conflict(str(error)) from None
+        return fault
+
+    async def retry(self, name: str, context: CommandContext) -> Fault:
+        """Clear the fault: the projection tries its poison event again. The fault cleared."""
+        fault = await self._fault(clear_fault, name)
         logger.info(
             "projection %s: retrying event %d (%s), asked by %s", name, fault.position, fault.event_type, context.actor
         )
@@ -53,11 +58,7 @@ class ProjectionCommands:
 
     async def skip(self, name: str, context: CommandContext) -> Fault:
         """Audit the skip on the log, then move the projection past its poison event. The fault cleared."""
-        _known(name)
-        try:
-            fault: Fault = await self._run_blocking(fault_of, self._store, name)
-        except NotFaulted as error:
-            raise Conflict(str(error)) from None
+        fault = await self._fault(fault_of, name)
 
         def decide(aggregates: Aggregates) -> Decision[None]:
             key = SkippedProjectionEvent.key_for(name, fault.position)

@@ -48,7 +48,7 @@ from chainloom.infra.logwriter import LogWriter, appending_under
 from chainloom.infra.sandbox import Run, SandboxPool, event_object
 from chainloom.infra.singleton import Lock
 from chainloom.projections.dispatch_host import EmittedIds, HostServices, ScriptHost
-from chainloom.projections.waits import ReadModels
+from chainloom.projections.waits import ReadModels, ReadModelsBehind
 from chainloom.queries.functions import Listener
 
 logger = logging.getLogger(__name__)
@@ -245,7 +245,9 @@ class TriggerDispatcher:
             except Exception as error:
                 failures += 1
                 self._position = None  # read it again: another dispatcher may have moved it
-                if failures == 1:
+                if isinstance(error, ReadModelsBehind):  # the functions read model is slow, not wrong: wait again
+                    logger.warning("trigger dispatch: %s; trying again", error)
+                elif failures == 1:
                     logger.exception("trigger dispatch: a batch failed; trying it again")
                 else:
                     logger.warning("trigger dispatch: a batch failed again (%d in a row): %s", failures, error)

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from playwright.async_api import Page
+
 from tests.api.helpers import call
 from tests.api.identity_helpers import FAST_HASHES, JWT_SECRET
 from tests.console.conftest import OpenConsole
+
+
+async def refused_then_signed_in(page: Page, field: str, wrong: str, right: str) -> None:
+    """The sign-in form refuses ``wrong`` in ``field`` with its message, then takes ``right`` to the first view."""
+    await page.wait_for_selector("form#sign-in")
+    for value in (wrong, right):
+        await page.fill(f"input[name={field}]", value)
+        await page.click("form#sign-in button[type=submit]")
+        if value == wrong:
+            await page.wait_for_selector("#sign-in-error:not(:empty)")
+    await page.wait_for_selector("main[data-view='backends']")
 
 
 async def test_sign_in_and_out_with_security_on(console: OpenConsole) -> None:
@@ -13,14 +26,8 @@ async def test_sign_in_and_out_with_security_on(console: OpenConsole) -> None:
     assert status == 201
     page = shown.page
     await shown.open()  # asks for a sign-in before any view
-    await page.wait_for_selector("form#sign-in")
     await page.fill("input[name=email]", "admin@admin.com")
-    await page.fill("input[name=password]", "wrong")
-    await page.click("form#sign-in button[type=submit]")
-    await page.wait_for_selector("#sign-in-error:not(:empty)")
-    await page.fill("input[name=password]", "s3cret-pw")
-    await page.click("form#sign-in button[type=submit]")
-    await page.wait_for_selector("main[data-view='backends']")
+    await refused_then_signed_in(page, "password", "wrong", "s3cret-pw")
     assert await page.text_content("#user") == "admin@admin.com"
     cookies = await page.context.cookies()
     assert [c["httpOnly"] for c in cookies if c["name"] == "auth_token"] == [True]  # not readable by scripts
@@ -42,12 +49,5 @@ async def test_open_without_security_and_the_api_key_asked_when_set(console: Ope
     assert await shown.page.text_content("#who") == "security off"
     keyed = await console(api_token="the-service-key")
     await keyed.open()
-    page = keyed.page
-    await page.wait_for_selector("form#sign-in")
-    await page.fill("input[name=key]", "not-the-key")
-    await page.click("form#sign-in button[type=submit]")
-    await page.wait_for_selector("#sign-in-error:not(:empty)")
-    await page.fill("input[name=key]", "the-service-key")
-    await page.click("form#sign-in button[type=submit]")
-    await page.wait_for_selector("main[data-view='backends']")
-    assert "the-service-key" not in await page.content()
+    await refused_then_signed_in(keyed.page, "key", "not-the-key", "the-service-key")
+    assert "the-service-key" not in await keyed.page.content()
