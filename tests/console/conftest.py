@@ -34,8 +34,9 @@ CHROMIUM_ARGS = [
 # Where ``screenshot`` saves: the test's own directory, unless CHAINLOOM_TEST_SCREENSHOTS names one (the
 # README's pictures: ``CHAINLOOM_TEST_SCREENSHOTS=docs/console scripts/test tests/console``).
 SCREENSHOTS = os.environ.get("CHAINLOOM_TEST_SCREENSHOTS", "")
-# How long a page may take to show what the service already did (an event in the tail: "within a second").
-SHOWN_WITHIN_MS = 5000
+# How long a page may take to show what the service already did: a ceiling for a hung page, not a speed check
+# (bench/bench_console.py measures; the full test run gives this pass the cores the others leave).
+SHOWN_WITHIN_MS = 15000
 
 
 @dataclass
