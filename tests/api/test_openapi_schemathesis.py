@@ -137,5 +137,5 @@ def test_schemathesis_finds_nothing_with_an_api_token(serve, tmp_path: Path):
     """With a token the description declares both schemes; Schemathesis also checks that auth is enforced.
     The open run covers the inputs (its coverage phase); this one fuzzes a few requests per operation."""
     url = serve(TOKEN)
-    run = _schemathesis(url, tmp_path, "--max-examples", "3", "--phases", "examples,fuzzing", "-H", f"X-API-Key: {TOKEN}")
+    run = _schemathesis(url, tmp_path, "--max-examples", "4", "--phases", "examples,fuzzing", "-H", f"X-API-Key: {TOKEN}")
     _assert_no_failures(run, tmp_path / "server.log")
