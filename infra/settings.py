@@ -19,6 +19,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from chainloom.domain.taskchains import parse_duration
 
 
+# Connections a PostgreSQL pool keeps open when idle (it opens more under load, up to its size).
+POSTGRES_CONNECTIONS_AT_REST = 2
+
+
 def _env(name: str, *reference_names: str) -> AliasChoices:
     return AliasChoices(f"CHAINLOOM_{name}", *reference_names)
 
@@ -300,6 +304,7 @@ class Settings(BaseSettings):
 
     def _postgres_env(self) -> dict[str, str]:
         url = urlsplit(self.database_url)
+        resting = min(POSTGRES_CONNECTIONS_AT_REST, self.postgres_pool_size)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": url.path.lstrip("/") or "chainloom",
@@ -307,8 +312,11 @@ class Settings(BaseSettings):
             "POSTGRES_PORT": str(url.port or 5432),
             "POSTGRES_USER": unquote(url.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(url.password or ""),
-            "POSTGRES_POOL_SIZE": str(self.postgres_pool_size),
-            "POSTGRES_MAX_OVERFLOW": "5",
+            # The library opens a pool's "size" at once and keeps it: a few at rest, the rest opened under load
+            # (up to the configured size and 5 more, closed again after 10 idle minutes). Every worker process
+            # has two pools: at rest, N workers hold 4 N connections rather than 20 N.
+            "POSTGRES_POOL_SIZE": str(resting),
+            "POSTGRES_MAX_OVERFLOW": str(self.postgres_pool_size + 5 - resting),
             "POSTGRES_CONNECT_TIMEOUT": "10",
             "POSTGRES_LOCK_TIMEOUT": "10",
             # A projection batch keeps its transaction open while it writes the vector index (lancedb files, a

@@ -34,6 +34,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -116,10 +117,40 @@ class _StoreChoice:
 
 
 def reset_postgres(url: str) -> None:
-    """Empty the test database: every table of a test lives in the public schema."""
+    """Make the test database as a fresh deployment finds it: every table of a test lives in the public schema."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
         conn.execute("CREATE SCHEMA public")
+
+
+# What eventsourcing writes in a tracking table when it creates it: without it the table is taken for one of an
+# older layout and migrated (renamed aside) at the next start.
+TRACKING_LAYOUT_ROW = "__migration__"
+
+
+def empty_postgres(url: str) -> None:
+    """Empty every table of the test database and restart its sequences, keeping the tables.
+
+    For the API tests, which test what the service answers, not how it sets up its tables: creating some
+    forty tables and eighty indexes again (``reset_postgres``) cost each test 0.3 s of CPU. The rows a
+    service sees are those of a fresh database; only eventsourcing's note of a tracking table's layout is
+    kept (``TRACKING_LAYOUT_ROW``)."""
+    with psycopg.connect(url) as conn:  # one transaction
+        tables = [row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        tracking = {
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.columns"
+                " WHERE table_schema = 'public' AND column_name = 'application_name'"
+            )
+        }
+        emptied = [table for table in tables if table not in tracking]
+        if emptied:
+            names = psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(table) for table in emptied)
+            conn.execute(psycopg.sql.SQL("TRUNCATE {} RESTART IDENTITY").format(names))
+        for table in tracking:
+            statement = psycopg.sql.SQL("DELETE FROM {} WHERE application_name <> %s")
+            conn.execute(statement.format(psycopg.sql.Identifier(table)), (TRACKING_LAYOUT_ROW,))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -154,8 +185,10 @@ def make_settings(store_kind: str, data_dir: Path, **overrides) -> Settings:
 
 @pytest.fixture
 def settings(store_kind: str, tmp_path: Path) -> Iterator[Settings]:
+    """The test's settings on an empty store (PostgreSQL: the tables emptied; the integration tests' own
+    ``settings`` drops them, as a fresh deployment finds the database)."""
     if store_kind == "postgres":
-        reset_postgres(POSTGRES_URL)
+        empty_postgres(POSTGRES_URL)
     yield make_settings(store_kind, tmp_path / "data")
 
 

@@ -12,11 +12,12 @@ chain transitions marked ``alert_on_match``. Unknown ids answer empty lists, as 
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from chainloom.web.bodies import json_response
 from chainloom.web.keys import ACTIVITY_QUERIES, SETTINGS
 from chainloom.web.openapi import fails, query, responds
+from chainloom.web.schemas import Answer
 from chainloom.web.tasks import CapturedState
 
 routes = web.RouteTableDef()
@@ -25,11 +26,7 @@ ALERTS_LIMIT = 99  # the reference's default (its range is inclusive: 100 alerts
 LOGS_LIMIT = 100
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class ActivityEvent(_Answer):
+class ActivityEvent(Answer):
     """``queries.activity.activity_json`` (platform notes §12)."""
 
     id: str
@@ -44,16 +41,16 @@ class ActivityEvent(_Answer):
     request_id: str = Field(alias="requestID")
 
 
-class RequestRef(_Answer):
+class RequestRef(Answer):
     id: str = Field(description="A request id (the X-Request-ID the request was answered with).")
 
 
-class Operation(_Answer):
+class Operation(Answer):
     operation: str
     subject: str
 
 
-class Alert(_Answer):
+class Alert(Answer):
     id: str
     message: str = Field(description="The branch's `alert_on_match`.")
     request_id: str = Field(alias="requestID")

@@ -38,6 +38,7 @@ from chainloom.web.keys import CHAT_COMMANDS, CHAT_QUERIES, SETTINGS
 from chainloom.web.middleware import command_context
 from chainloom.web.openapi import fails, responds
 from chainloom.web.sse import open_stream
+from chainloom.web.schemas import Answer
 from chainloom.web.tasks import CapturedState
 
 logger = logging.getLogger(__name__)
@@ -81,15 +82,11 @@ class InstructionBody(_Body):
 # -- answers -------------------------------------------------------------------------------------------------
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class ChatCreated(_Answer):
+class ChatCreated(Answer):
     id: str
 
 
-class ChatListItem(_Answer):
+class ChatListItem(Answer):
     """``queries.chats.chat_json``."""
 
     id: str
@@ -97,7 +94,7 @@ class ChatListItem(_Answer):
     backend_id: str = Field(alias="backendId", description="Always empty.")
 
 
-class HistoryMessage(_Answer):
+class HistoryMessage(Answer):
     """``queries.chats.ChatQueries.history``."""
 
     id: str = Field(description="SHA-1 hex of chat id + content + role + sent time (seconds).")
@@ -108,14 +105,14 @@ class HistoryMessage(_Answer):
     is_latest: bool = Field(alias="isLatest")
 
 
-class ChatAnswer(_Answer):
+class ChatAnswer(Answer):
     response: str = Field(description="The text of the chain's last message.")
     state: list[CapturedState] = Field(description="The chain run's steps.")
     input_token_count: int = Field(alias="inputTokenCount", description="Prompt tokens of the model step (0: none).")
     output_token_count: int = Field(alias="outputTokenCount", description="Completion tokens of the model step.")
 
 
-class InstructionAdded(_Answer):
+class InstructionAdded(Answer):
     resp: str = Field(json_schema_extra={"const": "instruction added"})
 
 

@@ -19,7 +19,7 @@ from chainloom.queries.pagination import Page
 from chainloom.web.bodies import json_response, read_body, read_limited
 from chainloom.web.keys import CATALOG_QUERIES, EXECUTION, HOOK_QUERIES, SETTINGS
 from chainloom.web.openapi import fails, query, request_body, responds
-from chainloom.web.schemas import PageQuery
+from chainloom.web.schemas import Answer, PageQuery
 
 routes = web.RouteTableDef()
 
@@ -43,31 +43,27 @@ class EmbedBody(BaseModel):
     text: str = Field("", json_schema_extra={"minLength": 1})
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class ExecuteAnswer(_Answer):
+class ExecuteAnswer(Answer):
     id: str = Field(description="A new UUIDv4 per answer.")
     response: str = Field(description="The model's output, untrimmed.")
 
 
-class EmbedAnswer(_Answer):
+class EmbedAnswer(Answer):
     vector: list[float]
 
 
-class DefaultModelAnswer(_Answer):
+class DefaultModelAnswer(Answer):
     model_name: str = Field(alias="modelName")
 
 
-class OpenAIModel(_Answer):
+class OpenAIModel(Answer):
     id: str = Field(description="The model's name.")
     object: Literal["model"]
     created: int = Field(description="When it was declared (Unix seconds).")
     owned_by: Literal["system"]
 
 
-class OpenAIModelList(_Answer):
+class OpenAIModelList(Answer):
     object: Literal["list"]
     data: list[OpenAIModel]
 

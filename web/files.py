@@ -45,6 +45,7 @@ from chainloom.web.idempotency import unkeyed
 from chainloom.web.keys import BLOBS, FILE_COMMANDS, FILE_QUERIES, SETTINGS
 from chainloom.web.middleware import command_context
 from chainloom.web.openapi import fails, query, request_body, responds
+from chainloom.web.schemas import Answer
 
 routes = web.RouteTableDef()
 
@@ -107,11 +108,7 @@ class DownloadQuery(BaseModel):
 # -- answers -----------------------------------------------------------------------------------------------
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class FileAnswer(_Answer):
+class FileAnswer(Answer):
     """``queries.files.FileRow.file_json`` (folders in listings too: no type, size 0)."""
 
     id: str
@@ -125,7 +122,7 @@ class FileAnswer(_Answer):
     updated_at: datetime = Field(alias="updatedAt")
 
 
-class FolderAnswer(_Answer):
+class FolderAnswer(Answer):
     """``queries.files.FileRow.folder_json``."""
 
     id: str
@@ -136,7 +133,7 @@ class FolderAnswer(_Answer):
     updated_at: datetime = Field(alias="updatedAt")
 
 
-class Removed(_Answer):
+class Removed(Answer):
     message: str
 
 

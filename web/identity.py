@@ -30,7 +30,7 @@ from chainloom.web.idempotency import unkeyed
 from chainloom.web.keys import IDENTITY_COMMANDS, IDENTITY_QUERIES, SETTINGS, TOKENS
 from chainloom.web.middleware import command_context
 from chainloom.web.openapi import fails, query, responds
-from chainloom.web.schemas import Message
+from chainloom.web.schemas import Answer, Message
 
 routes = web.RouteTableDef()
 
@@ -119,11 +119,7 @@ class AccessEntryBody(_Body):
 # -- answers -----------------------------------------------------------------------------------------------
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class User(_Answer):
+class User(Answer):
     """``queries.identity.user_json``."""
 
     id: str
@@ -134,7 +130,7 @@ class User(_Answer):
     updated_at: datetime = Field(alias="updatedAt")
 
 
-class FullUser(_Answer):
+class FullUser(Answer):
     """``queries.identity.full_user_json``: the secret fields are always empty."""
 
     id: str
@@ -148,7 +144,7 @@ class FullUser(_Answer):
     updated_at: datetime = Field(alias="updatedAt")
 
 
-class SignedIn(_Answer):
+class SignedIn(Answer):
     """``_signed_in``."""
 
     user: FullUser
@@ -156,22 +152,22 @@ class SignedIn(_Answer):
     expires_at: datetime
 
 
-class RefreshedToken(_Answer):
+class RefreshedToken(Answer):
     token: str = Field(description='"" when security is off.')
 
 
-class MessageAnswer(_Answer):
+class MessageAnswer(Answer):
     message: str
 
 
-class IdentityDetails(_Answer):
+class IdentityDetails(Answer):
     id: str
     friendly_name: str = Field(alias="friendlyName")
     email: str
     subject: str
 
 
-class AccessEntry(_Answer):
+class AccessEntry(Answer):
     """``queries.identity.entry_json`` (``entry_with_user_json`` with details)."""
 
     id: str

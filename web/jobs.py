@@ -26,7 +26,7 @@ from chainloom.web.bodies import json_response, with_body
 from chainloom.web.keys import JOB_COMMANDS, JOB_QUERIES
 from chainloom.web.middleware import command_context
 from chainloom.web.openapi import fails, query, responds
-from chainloom.web.schemas import Message
+from chainloom.web.schemas import Answer, Message
 
 routes = web.RouteTableDef()
 
@@ -75,11 +75,7 @@ class JobReportBody(_Body):
 # -- answers -------------------------------------------------------------------------------------------------
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class Job(_Answer):
+class Job(Answer):
     """``queries.jobs.job_json`` (platform notes §7.1)."""
 
     id: str

@@ -16,13 +16,14 @@ process's relay's latest failure. With security on these need ``view`` (GET) or
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from chainloom.commands.operator import ProjectionCommands
 from chainloom.queries.operator import OperatorQueries, ProjectionState, projection_names
 from chainloom.web.bodies import json_response
 from chainloom.web.middleware import command_context
 from chainloom.web.openapi import fails, path_values, responds
+from chainloom.web.schemas import Answer
 
 routes = web.RouteTableDef()
 
@@ -33,11 +34,7 @@ PROJECTION_COMMANDS = web.AppKey("projection_commands", ProjectionCommands)
 # -- shapes (for /openapi.json) -----------------------------------------------------------------
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class ProjectionFault(_Answer):
+class ProjectionFault(Answer):
     """``infra.readstore.Fault.public`` (as ``/health`` reports it): the event a projection stopped at."""
 
     projection: str
@@ -48,7 +45,7 @@ class ProjectionFault(_Answer):
     failed_at: str = Field(alias="failedAt", description="When it last failed (RFC 3339).")
 
 
-class ProjectionStatus(_Answer):
+class ProjectionStatus(Answer):
     """``queries.operator.ProjectionState.public``."""
 
     name: str
@@ -58,7 +55,7 @@ class ProjectionStatus(_Answer):
     fault: ProjectionFault | None = Field(description="What stopped it; null while it follows the log.")
 
 
-class ProjectionsAnswer(_Answer):
+class ProjectionsAnswer(Answer):
     head: int = Field(description="The log's last position when read (0: empty).")
     projections: list[ProjectionStatus] = Field(description="Every projection, in the order the runner applies them.")
 
@@ -70,12 +67,12 @@ class ProjectionPath(BaseModel):
     )
 
 
-class RelayError(_Answer):
+class RelayError(Answer):
     message: str = Field(description="The error (URL credentials masked, shortened); the service's log has it whole.")
     at: str = Field(description="When (RFC 3339).")
 
 
-class RelayStatus(_Answer):
+class RelayStatus(Answer):
     """``queries.operator.RelayState.public``."""
 
     configured: bool = Field(description="Whether Kafka is configured (`CHAINLOOM_KAFKA_BOOTSTRAP`).")

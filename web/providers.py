@@ -22,7 +22,7 @@ from chainloom.web.bodies import json_response, with_body
 from chainloom.web.keys import PROVIDER_COMMANDS, PROVIDER_QUERIES
 from chainloom.web.middleware import command_context
 from chainloom.web.openapi import fails, path_values, query, responds
-from chainloom.web.schemas import Limit, Message
+from chainloom.web.schemas import Answer, Limit, Message
 
 routes = web.RouteTableDef()
 
@@ -42,11 +42,7 @@ class ConfigureBody(BaseModel):
     upsert: bool = Field(False, description="Replace an existing configuration (and reset the provider's backend).")
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class ProviderStatus(_Answer):
+class ProviderStatus(Answer):
     """``queries.providers.ProviderQueries.status``."""
 
     configured: bool
@@ -54,7 +50,7 @@ class ProviderStatus(_Answer):
     provider: str
 
 
-class ProviderConfig(_Answer):
+class ProviderConfig(Answer):
     """``queries.providers.ProviderQueries._config_json``: the contract's ``runtimestate_ProviderConfig``."""
 
     api_key: str = Field(alias="APIKey", description="Masked (`sk-…wxyz`) unless revealed (`?reveal=true`).")

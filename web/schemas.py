@@ -21,24 +21,26 @@ from chainloom.queries.pagination import MAX_LIMIT
 # -- answers -----------------------------------------------------------------------
 
 
-class _Answer(BaseModel):
+class Answer(BaseModel):
+    """What every answer shape is: filled by field name or by its camelCase alias."""
+
     model_config = ConfigDict(populate_by_name=True)
 
 
-class ErrorDetail(_Answer):
+class ErrorDetail(Answer):
     message: str
     type: str
     code: str
     param: str | None = None
 
 
-class ErrorResponse(_Answer):
+class ErrorResponse(Answer):
     """The one error envelope (``web.errors.error_response``)."""
 
     error: ErrorDetail
 
 
-class Backend(_Answer):
+class Backend(Answer):
     """``queries.catalog.backend_json``."""
 
     id: str
@@ -49,7 +51,7 @@ class Backend(_Answer):
     updated_at: datetime = Field(alias="updatedAt")
 
 
-class ModelDetails(_Answer):
+class ModelDetails(Answer):
     """The contract's ``statetype_ModelDetails`` (``domain.backend_state.pull_status``): what Ollama says of a
     model, empty strings (``families`` null) for other types."""
 
@@ -61,7 +63,7 @@ class ModelDetails(_Answer):
     quantization_level: str = Field(alias="quantizationLevel")
 
 
-class ModelPullStatus(_Answer):
+class ModelPullStatus(Answer):
     """The contract's ``statetype_ModelPullStatus`` (``domain.backend_state.pull_status``): a model a backend
     holds; ``modifiedAt`` is the zero time when the backend does not say."""
 
@@ -90,7 +92,7 @@ class BackendWithStatus(Backend):
     error: str = Field("", description=_RUNTIME_ERROR)
 
 
-class BackendRuntimeState(_Answer):
+class BackendRuntimeState(Answer):
     """The contract's ``statetype_BackendRuntimeState`` (``queries.runtime._state_json``)."""
 
     id: str
@@ -101,7 +103,7 @@ class BackendRuntimeState(_Answer):
     error: str = Field("", description=_RUNTIME_ERROR)
 
 
-class Model(_Answer):
+class Model(Answer):
     """``queries.catalog.model_json``."""
 
     id: str
@@ -115,7 +117,7 @@ class Model(_Answer):
     updated_at: datetime = Field(alias="updatedAt")
 
 
-class Group(_Answer):
+class Group(Answer):
     """``queries.catalog.group_json``."""
 
     id: str
@@ -125,7 +127,7 @@ class Group(_Answer):
     updated_at: datetime = Field(alias="updatedAt")
 
 
-class Event(_Answer):
+class Event(Answer):
     """The contract's ``eventstore_Event`` (``domain.eventsource.events.ExternalEvent.envelope`` with ``nid``)."""
 
     id: str
@@ -141,7 +143,7 @@ class Event(_Answer):
     metadata: Any = None
 
 
-class EventFrame(_Answer):
+class EventFrame(Answer):
     """One frame of ``GET /events/stream/{eventType}`` (``web.sse``) as an SSE client reads it."""
 
     id: str = Field(pattern="^[0-9]+$", description="The event's nid (send it back as `Last-Event-ID` to resume).")
@@ -154,7 +156,7 @@ class EventFrame(_Answer):
     )
 
 
-class RawEvent(_Answer):
+class RawEvent(Answer):
     """``queries.eventsource.raw_event_json``: ``headers`` only when there are any."""
 
     id: str
@@ -176,7 +178,7 @@ class IngestAnswer(Event):
     raw_nid: int
 
 
-class Mapping(_Answer):
+class Mapping(Answer):
     """The contract's ``MappingConfig`` (``projections.eventsource.mapping_json``); the secret is never answered."""
 
     path: str
@@ -196,7 +198,7 @@ class Mapping(_Answer):
     signature_secret_set: bool = Field(alias="signatureSecretSet")
 
 
-class Version(_Answer):
+class Version(Answer):
     """``web.system.version``."""
 
     version: str
@@ -205,7 +207,7 @@ class Version(_Answer):
     name: str
 
 
-class Ready(_Answer):
+class Ready(Answer):
     """``web.system.ready`` when the service can answer commands."""
 
     model_config = ConfigDict(extra="allow")

@@ -26,6 +26,7 @@ from chainloom.web.bodies import json_response, with_body
 from chainloom.web.keys import INDEX_COMMANDS, SEARCH_QUERIES
 from chainloom.web.middleware import command_context
 from chainloom.web.openapi import fails, query, responds
+from chainloom.web.schemas import Answer
 
 routes = web.RouteTableDef()
 
@@ -60,11 +61,7 @@ class IndexBody(BaseModel):
 # -- answers -------------------------------------------------------------------------------------------------
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class IndexAnswer(_Answer):
+class IndexAnswer(Answer):
     """``commands.indexing.IndexCommands.index``."""
 
     id: str
@@ -74,7 +71,7 @@ class IndexAnswer(_Answer):
     )
 
 
-class FileRecord(_Answer):
+class FileRecord(Answer):
     """``queries.search.raw_file_record``: the file as the reference's records table had it."""
 
     id: str
@@ -86,7 +83,7 @@ class FileRecord(_Answer):
     updated_at: str = Field(alias="updatedAt", json_schema_extra={"format": "date-time"})
 
 
-class SearchResult(_Answer):
+class SearchResult(Answer):
     """``queries.search.SearchQueries._results``: one per file, its nearest chunk."""
 
     id: str = Field(description="The file's id.")
@@ -96,7 +93,7 @@ class SearchResult(_Answer):
     file_meta: FileRecord | None = Field(alias="fileMeta", description="With `expand=files`; else null.")
 
 
-class SearchAnswer(_Answer):
+class SearchAnswer(Answer):
     results: list[SearchResult] = Field(description="Nearest first.")
     tried_query: list[str] = Field(alias="triedQuery", description="`q`, and its rewrite when it is a question.")
 

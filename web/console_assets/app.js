@@ -202,6 +202,47 @@ export async function attempt(action, done) {
   }
 }
 
+// A base URL as shown: a password in it (http://user:secret@host) is never put on the page.
+export function shownUrl(url) {
+  return String(url ?? "").replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*):[^/?#@]*@/i, "$1:…@");
+}
+
+// Runs `load` now and every `ms` after it finished; `refresh()` runs it again at once (after an action), never
+// two at a time; `stop()` ends it.
+export function poller(load, ms) {
+  let stopped = false;
+  let timer = null;
+  let running = null;
+  let again = false;
+  const run = async () => {
+    clearTimeout(timer);
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        await load();
+      } while (again && !stopped);
+    })();
+    try {
+      await running;
+    } finally {
+      running = null;
+      if (!stopped) timer = setTimeout(run, ms);
+    }
+  };
+  run();
+  return {
+    refresh: run,
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}
+
 // -- the route: #/<view>?<params> ------------------------------------------------------------------------------
 
 function current() {

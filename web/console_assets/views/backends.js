@@ -6,7 +6,7 @@
 // it shows changed. A backend's declared models are its groups' models (README "Observed state of the
 // backends"): they are read from the groups, so a grouped backend not looked at yet already shows what it
 // lacks, and a backend in no group says it is never contacted.
-import { api, attempt, h, stream, toast, when } from "../app.js";
+import { api, attempt, h, poller, shownUrl, stream, toast, when } from "../app.js";
 
 const POLL_MS = 2000;
 const TYPES = ["ollama", "vllm"]; // what POST /backends takes (provider backends come from /providers/…/configure)
@@ -15,11 +15,6 @@ const PROGRESS_STALE_MS = 60000; // a pull that said nothing for this long is no
 // "llama3" and "llama3:latest" name one model (as the reconciler counts them).
 const norm = (name) => String(name ?? "").toLowerCase().replace(/:latest$/, "");
 const pullKey = (baseUrl, model) => `${baseUrl}\n${norm(model)}`;
-
-// A base URL as shown: a password in it (http://user:secret@host) is never put on the page.
-export function shownUrl(url) {
-  return String(url ?? "").replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*):[^/?#@]*@/i, "$1:…@");
-}
 
 export function bytes(count) {
   if (!Number.isFinite(count) || count <= 0) return "";
@@ -31,42 +26,6 @@ export function bytes(count) {
     unit += 1;
   }
   return `${value.toFixed(unit && value < 10 ? 1 : 0)} ${units[unit]}`;
-}
-
-// Runs `load` now and every `ms` after it finished; `refresh()` runs it again at once (after an action), never
-// two at a time; `stop()` ends it.
-export function poller(load, ms) {
-  let stopped = false;
-  let timer = null;
-  let running = null;
-  let again = false;
-  const run = async () => {
-    clearTimeout(timer);
-    if (running) {
-      again = true;
-      return running;
-    }
-    running = (async () => {
-      do {
-        again = false;
-        await load();
-      } while (again && !stopped);
-    })();
-    try {
-      await running;
-    } finally {
-      running = null;
-      if (!stopped) timer = setTimeout(run, ms);
-    }
-  };
-  run();
-  return {
-    refresh: run,
-    stop() {
-      stopped = true;
-      clearTimeout(timer);
-    },
-  };
 }
 
 async function membership() {

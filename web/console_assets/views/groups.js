@@ -5,8 +5,7 @@
 //
 // The view polls every 2 s (another operator, or a script, may change the catalog meanwhile) and redraws only
 // when what it shows changed, keeping the choices made in its drop-downs.
-import { api, attempt, h, table } from "../app.js";
-import { poller, shownUrl } from "./backends.js";
+import { api, attempt, h, poller, shownUrl, table } from "../app.js";
 
 const POLL_MS = 2000;
 const PURPOSES = ["chat", "internal_tasks", "internal_embed", "internal_chat", "embedding"]; // suggestions only

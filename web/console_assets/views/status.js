@@ -5,8 +5,7 @@
 // Polled every 2 s while shown; each card redraws only when what it shows changed. With several worker
 // processes any of them answers /ready and /version, so the answering node and the jobs it holds may change
 // from one poll to the next: that is the service as it is, not a flicker to hide.
-import { ApiError, api, attempt, h, table, when } from "../app.js";
-import { poller } from "./backends.js";
+import { ApiError, api, attempt, h, poller, table, when } from "../app.js";
 
 const POLL_MS = 2000;
 
