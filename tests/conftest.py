@@ -177,7 +177,10 @@ def keyed_settings(settings: Settings) -> Settings:
 
 def make_settings(store_kind: str, data_dir: Path, **overrides) -> Settings:
     database_url = POSTGRES_URL if store_kind == "postgres" else ""
-    values = {"data_dir": data_dir, "database_url": database_url, "api_token": "", "projection_timeout": 10.0}
+    # How long a write waits for the read models (then 503): a ceiling for a loaded 2-core CI machine, where the
+    # first vector write of a process (importing lancedb) once took the 10 s this was; the tests of that wait
+    # set their own.
+    values = {"data_dir": data_dir, "database_url": database_url, "api_token": "", "projection_timeout": 30.0}
     values["telegram_api_base"] = UNREACHABLE_TELEGRAM  # a bot a test makes never reaches the real Telegram
     values.update(overrides)
     return Settings(**values)

@@ -4,6 +4,7 @@ With security on (``CHAINLOOM_SECURITY_ENABLED``) every route needs a credential
 
 - **Which credential**: ``X-API-Key`` (a ``Bearer `` prefix tolerated), else ``Authorization: Bearer``,
   else the ``auth_token`` cookie, else an ``Authorization`` header taken whole (as the reference does).
+  ``X-API-Key`` and ``Authorization: Bearer`` with different tokens are refused (401): one of them is wrong.
   The service API key (``CHAINLOOM_API_TOKEN``) acts as the admin; anything else must be a JWT that
   verifies (``infra.tokens``). None, or one that does not verify → ``TokenRejected`` (401 at the root,
   400 at ``/api``). A webhook delivery to ``/ingest`` without one of ours goes on to be judged by its
@@ -41,7 +42,14 @@ from chainloom.domain.identity import SERVER, Permission
 from chainloom.infra.settings import Settings
 from chainloom.infra.tokens import Claims
 from chainloom.web.keys import IDENTITY_QUERIES, SETTINGS, TOKENS
-from chainloom.web.middleware import ACTOR, SIGNATURE_REQUIRED, SIGNED_PATHS, token_middleware
+from chainloom.web.middleware import (
+    ACTOR,
+    CONFLICTING_CREDENTIALS,
+    SIGNATURE_REQUIRED,
+    SIGNED_PATHS,
+    conflicting_credentials,
+    token_middleware,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +212,8 @@ def authorization_middleware(api_key: str):
         requirement = requirement_of(request.method, path) or ADMIN_ONLY
         if not requirement.token:
             return await handler(request)
+        if path not in SIGNED_PATHS and conflicting_credentials(request):  # a sender's own header at /ingest
+            raise TokenRejected(CONFLICTING_CREDENTIALS)
         offered = offered_credential(request)
         if offered and is_api_key(offered):
             request[IDENTITY] = None

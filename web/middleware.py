@@ -72,6 +72,26 @@ def offered_token(request: web.Request) -> str:
     return offered
 
 
+CONFLICTING_CREDENTIALS = (
+    "conflicting credentials: X-API-Key and Authorization: Bearer carry different tokens; send one"
+)
+
+
+def conflicting_credentials(request: web.Request) -> bool:
+    """Whether a request carries two credentials that disagree: ``X-API-Key`` and ``Authorization: Bearer`` with
+    different tokens. Which one the caller meant is unknowable, so neither is taken (one of them is wrong). An
+    ``Authorization`` of another scheme (a proxy's Basic credentials, say) is not ours and is left alone."""
+    key = request.headers.get("X-API-Key", "").strip()
+    scheme, _, bearer = request.headers.get("Authorization", "").strip().partition(" ")
+    if not key or scheme.lower() != "bearer":
+        return False
+    if key[:7].lower() == "bearer ":
+        key = key[7:].strip()
+    # Header bytes that are not UTF-8 arrive as surrogate escapes: compare the bytes as sent.
+    sent = key.encode("utf-8", "surrogateescape"), bearer.strip().encode("utf-8", "surrogateescape")
+    return not hmac.compare_digest(*sent)
+
+
 def token_middleware(token: str):
     """Require the API key (``X-API-Key`` or ``Authorization: Bearer``) on every route but /health and /version.
 
@@ -88,6 +108,8 @@ def token_middleware(token: str):
         path = root_path(request)  # /api/health is /health
         if path in PUBLIC_PATHS or path == "/console" or path.startswith("/console/"):
             return await handler(request)  # the console's page and assets: its API calls carry the key
+        if path not in SIGNED_PATHS and conflicting_credentials(request):  # a sender's own header at /ingest
+            raise TokenRejected(CONFLICTING_CREDENTIALS)
         offered = offered_token(request)
         if offered and path in SIGNED_PATHS and "X-API-Key" not in request.headers:
             if not matches(offered):

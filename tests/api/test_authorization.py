@@ -185,6 +185,9 @@ async def test_a_token_is_taken_from_the_bearer_header_then_the_cookie(secured_c
         ({"Authorization": "Basic dXNlcjpwdw==", "Cookie": f"auth_token={good}"}, 200),
         ({"X-API-Key": f"Bearer {good}"}, 200),
         ({"X-API-Key": API_KEY}, 200),
+        ({"X-API-Key": API_KEY, "Authorization": f"Bearer {good}"}, 401),  # two that disagree: neither is taken
+        ({"X-API-Key": good, "Authorization": f"Bearer {good}"}, 200),
+        ({"X-API-Key": API_KEY, "Authorization": "Basic dXNlcjpwdw=="}, 200),  # not ours (a proxy's)
     ]
     for headers, expected in cases:
         assert (await call(secured_client, "GET", "/groups", headers=headers))[0] == expected, headers

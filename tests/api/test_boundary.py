@@ -228,6 +228,14 @@ async def test_bearer_tokens_are_accepted_wherever_the_api_key_is(tmp_path, serv
         for headers in ({"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0LXRva2Vu"}, {"Authorization": "s3cret-token"}):
             status, body = await call(client, "GET", "/groups", headers=headers)
             assert_error(status, body, 401)
+        # Two credentials that disagree are refused, whichever is right; the same key twice, or a proxy's Basic
+        # credentials beside the key, are not a conflict.
+        for headers in ({"X-API-Key": "s3cret-token", "Authorization": "Bearer wrong"}, {"X-API-Key": "wrong", "Authorization": "Bearer s3cret-token"}):
+            status, body = await call(client, "GET", "/groups", headers=headers)
+            assert_error(status, body, 401)
+            assert "conflicting credentials" in body["error"]["message"], body
+        for headers in ({"X-API-Key": "s3cret-token", "Authorization": "Bearer s3cret-token"}, {"X-API-Key": "s3cret-token", "Authorization": "Basic dXNlcjpwdw=="}):
+            assert (await call(client, "GET", "/groups", headers=headers))[0] == 200, headers
 
 
 @pytest.mark.in_process(reason="expects two answers from one node; each worker is a node of its own")

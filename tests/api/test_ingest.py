@@ -409,3 +409,6 @@ async def test_with_an_api_token_a_verified_signature_stands_in_for_the_key(tmp_
         status, _ = await call(client, "GET", "/raw-events")
         assert status == 401
         assert (await ingest(client, body, path="/hooks/unsigned", headers=key))[0] == 201
+        # A sender's own bearer token beside the key is the sender's, not a second credential of ours.
+        sender = key | {"Authorization": "Bearer the-senders-own"}
+        assert (await ingest(client, body, path="/hooks/unsigned", headers=sender))[0] == 201
