@@ -188,14 +188,20 @@ class LaggingWorker:
         self.runner.setup()
         self.running = asyncio.Event()
         self.running.set()
+        self._catching_up: asyncio.Future | None = None
 
     async def run(self) -> None:
         while True:
             await self.running.wait()
-            await asyncio.to_thread(self.runner.catch_up)
+            # Shielded: cancelling ``run`` cannot stop the thread, and ``close`` must wait for it (closing a
+            # SQLite connection another thread reads from crashes the process).
+            self._catching_up = asyncio.ensure_future(asyncio.to_thread(self.runner.catch_up))
+            await asyncio.shield(self._catching_up)
             await asyncio.sleep(0.02)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        if self._catching_up is not None:
+            await asyncio.wait([self._catching_up])
         self.log.close()
         self._factory.close()
 
@@ -212,7 +218,7 @@ async def distributed(settings):
         working.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await working
-        worker.close()
+        await worker.close()
 
 
 async def test_the_service_resumes_a_stream_once_the_workers_index_has_caught_up(distributed):
