@@ -9,7 +9,8 @@ auth not enforced — fails the test, with Schemathesis's report.
 
 The service runs on SQLite: the description does not depend on the store, and the
 two stores' agreement is tested elsewhere. Examples are bounded (a fixed seed, a few
-examples per operation, one worker) so a run takes about half a minute on two cores.
+examples per operation, one worker): alone, the open run takes about 75 s on two cores (its coverage phase,
+over 10,000 boundary cases, is most of it), the keyed run about 50 s.
 """
 
 from __future__ import annotations
@@ -90,9 +91,9 @@ def serve(tmp_path: Path) -> Iterator:
             server.wait()
 
 
-# A guard against a hung run, not a speed check: alone the open run takes about 150 s; in the full suite it
-# shares two cores with three other passes (scripts/test), and once took over 240.
-RUN_LIMIT = 480
+# A guard against a hung run, not a speed check: in the full suite a run shares two cores with five other passes
+# (scripts/test), and the open one once took 330 s here and 480 s on CI.
+RUN_LIMIT = 900
 
 
 def _schemathesis(url: str, cwd: Path, *options: str) -> subprocess.CompletedProcess:
@@ -128,7 +129,7 @@ def _assert_no_failures(run: subprocess.CompletedProcess, server_log: Path) -> N
 @pytest.mark.timeout(RUN_LIMIT + 20)
 def test_schemathesis_finds_nothing_on_the_open_service(serve, tmp_path: Path):
     url = serve("")
-    run = _schemathesis(url, tmp_path, "--max-examples", "6")
+    run = _schemathesis(url, tmp_path, "--max-examples", "4")
     _assert_no_failures(run, tmp_path / "server.log")
 
 
