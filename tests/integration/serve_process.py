@@ -151,19 +151,13 @@ class Service:
                 self.popen.wait(30)
             except subprocess.TimeoutExpired:
                 pass
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self.popen.signal_group(signal.SIGKILL)
         if self.popen.poll() is None:
             self.popen.wait(10)
 
     def kill(self) -> None:
         """SIGKILL the whole process group at once (nothing of the service is left to look at)."""
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self.popen.signal_group(signal.SIGKILL)
         self.popen.wait(10)
 
 

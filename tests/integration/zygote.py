@@ -9,7 +9,8 @@ working directory and log file it was given (``os.fork`` from a single-threaded 
 ``chainloom serve`` itself does for its workers).
 
 The test process talks to the zygote over a Unix socket, one JSON line per request: ``start`` (answers
-the pid) and ``status`` (the exit code once the zygote has reaped the process, else null). ``Forked`` is
+the pid), ``status`` (the exit code once the zygote has reaped the process, else null) and ``signal`` (sent
+by the zygote, which alone knows whether the pid is still the service's). ``Forked`` is
 the part of ``subprocess.Popen`` the tests use (``pid``, ``poll``, ``wait``, ``send_signal``,
 ``returncode``). The zygote exits when the test process does (it watches its parent).
 """
@@ -71,10 +72,42 @@ def _serve_forever(path: str) -> None:
                     _run_service(cli, request)  # never returns
                 started.add(pid)
                 answer: dict[str, Any] = {"pid": pid}
+            elif request["op"] == "signal":
+                answer = {"sent": _signal(request["pid"], request["signal"], request["group"], started)}
             else:
                 answer = {"returncode": ended.get(request["pid"])}
             stream.write(json.dumps(answer).encode() + b"\n")
             stream.flush()
+
+
+def _signal(pid: int, number: int, group: bool, unreaped: set[int]) -> bool:
+    """Signal a service (``group``: its whole process group) only while the number is still its own.
+
+    Once the zygote has reaped a service, its pid is free: with the machine forking hundreds of processes a
+    second (PostgreSQL's backends, other test passes' services), it was soon another process's, and a late
+    ``killpg`` of it killed another test's service as it started (seen as ``exited with -9`` and an empty
+    log). Unreaped (running, or a zombie), the pid is reserved; after, the group's number is reserved only while
+    a process of the group is left (a worker the parent left behind), so that is looked for first.
+    """
+    if pid not in unreaped and not (group and any(_group_of(other) == pid for other in _pids())):
+        return False
+    try:
+        os.killpg(pid, number) if group else os.kill(pid, number)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _readable(listener: socket.socket, timeout: float) -> bool:
@@ -165,8 +198,13 @@ class Forked:
         return code
 
     def send_signal(self, number: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, number)
+        """Signal the service's parent, unless it has ended (the zygote sends it: only it knows whether the pid
+        is still this service's)."""
+        _ask({"op": "signal", "pid": self.pid, "signal": int(number), "group": False})
+
+    def signal_group(self, number: int) -> None:
+        """Signal every process left of the service's process group (its parent's session)."""
+        _ask({"op": "signal", "pid": self.pid, "signal": int(number), "group": True})
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
