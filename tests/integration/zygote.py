@@ -71,6 +71,9 @@ def _serve_forever(path: str) -> None:
                     connection.close()
                     _run_service(cli, request)  # never returns
                 started.add(pid)
+                # The number may be an earlier service's, reaped long ago: its exit code is not this one's (it made
+                # a service that had just started look as if it had exited, with that one's -9).
+                ended.pop(pid, None)
                 answer: dict[str, Any] = {"pid": pid}
             elif request["op"] == "signal":
                 answer = {"sent": _signal(request["pid"], request["signal"], request["group"], started)}
