@@ -12,7 +12,8 @@ The test process talks to the zygote over a Unix socket, one JSON line per reque
 the pid), ``status`` (the exit code once the zygote has reaped the process, else null) and ``signal`` (sent
 by the zygote, which alone knows whether the pid is still the service's). ``Forked`` is
 the part of ``subprocess.Popen`` the tests use (``pid``, ``poll``, ``wait``, ``send_signal``,
-``returncode``). The zygote exits when the test process does (it watches its parent).
+``returncode``). The zygote exits when the test process does (it watches its parent, and is sent SIGTERM at
+exit), killing any service a test left running.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def _serve_forever(path: str) -> None:
     print("ready", flush=True)
     ended: dict[int, int] = {}  # pid → Popen-style return code (negative: the signal that ended it)
     started: set[int] = set()
-    while os.getppid() == parent:
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda number, _frame: stopping.append(number))  # the test run is over
+    while os.getppid() == parent and not stopping:
         while started:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -81,6 +84,9 @@ def _serve_forever(path: str) -> None:
                 answer = {"returncode": ended.get(request["pid"])}
             stream.write(json.dumps(answer).encode() + b"\n")
             stream.flush()
+    # A service a test did not stop (it failed first, say) is in a session of its own: nothing else ends it.
+    for pid in started:
+        _signal(pid, signal.SIGKILL, True, started)
 
 
 def _signal(pid: int, number: int, group: bool, unreaped: set[int]) -> bool:
@@ -164,9 +170,19 @@ def _socket_path() -> str:
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             )  # fmt: skip
             assert process.stdout is not None and process.stdout.readline().strip() == b"ready", "the zygote did not start"
-            atexit.register(process.kill)
+            atexit.register(_stop, process)
             _zygote = (process, path)
         return _zygote[1]
+
+
+def _stop(zygote: subprocess.Popen[bytes]) -> None:
+    """End the zygote, and with it every service left running."""
+    zygote.terminate()
+    try:
+        zygote.wait(10)
+    except subprocess.TimeoutExpired:
+        zygote.kill()
+        zygote.wait()
 
 
 def _ask(request: dict[str, Any]) -> dict[str, Any]:
