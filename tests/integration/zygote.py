@@ -93,10 +93,10 @@ def _signal(pid: int, number: int, group: bool, unreaped: set[int]) -> bool:
     """Signal a service (``group``: its whole process group) only while the number is still its own.
 
     Once the zygote has reaped a service, its pid is free: with the machine forking hundreds of processes a
-    second (PostgreSQL's backends, other test passes' services), it was soon another process's, and a late
-    ``killpg`` of it killed another test's service as it started (seen as ``exited with -9`` and an empty
-    log). Unreaped (running, or a zombie), the pid is reserved; after, the group's number is reserved only while
-    a process of the group is left (a worker the parent left behind), so that is looked for first.
+    second (PostgreSQL's backends, other test passes' services), it can soon be another process's, and a late
+    ``killpg`` of it (as ``Service.shut_down`` sent after every stop) would kill that process's group.
+    Unreaped (running, or a zombie), the pid is reserved; after, the group's number is reserved only while a
+    process of the group is left (a worker the parent left behind), so that is looked for first.
     """
     if pid not in unreaped and not (group and any(_group_of(other) == pid for other in _pids())):
         return False
