@@ -187,11 +187,17 @@ def make_settings(store_kind: str, data_dir: Path, **overrides) -> Settings:
 
 
 @pytest.fixture
-def settings(store_kind: str, tmp_path: Path) -> Iterator[Settings]:
-    """The test's settings on an empty store (PostgreSQL: the tables emptied; the integration tests' own
-    ``settings`` drops them, as a fresh deployment finds the database)."""
+def fresh_schema() -> bool:
+    """Whether a test's PostgreSQL starts with no tables (``reset_postgres``) rather than empty ones
+    (``empty_postgres``); the integration tests, which start processes that set them up, override it."""
+    return False
+
+
+@pytest.fixture
+def settings(store_kind: str, tmp_path: Path, fresh_schema: bool) -> Iterator[Settings]:
+    """The test's settings on an empty store."""
     if store_kind == "postgres":
-        empty_postgres(POSTGRES_URL)
+        (reset_postgres if fresh_schema else empty_postgres)(POSTGRES_URL)
     yield make_settings(store_kind, tmp_path / "data")
 
 

@@ -8,17 +8,14 @@ from pathlib import Path
 import pytest
 
 from chainloom.infra.settings import Settings
-from tests.conftest import POSTGRES_URL, make_settings, reset_postgres
 from tests.integration.serve_process import Service, serve_env, start_service
 
 
 @pytest.fixture
-def settings(store_kind: str, tmp_path: Path) -> Iterator[Settings]:
-    """The test's settings on a store as a fresh deployment finds it: with PostgreSQL, no tables at all (these
-    tests start processes that set them up, often several at once)."""
-    if store_kind == "postgres":
-        reset_postgres(POSTGRES_URL)
-    yield make_settings(store_kind, tmp_path / "data")
+def fresh_schema() -> bool:
+    """PostgreSQL as a fresh deployment finds it, no tables at all: these tests start processes that set them up,
+    often several at once."""
+    return True
 
 
 @pytest.fixture
